@@ -1,0 +1,41 @@
+//! CustomResource types of the API group `govbroker.io/v1alpha1`, and the generator of
+//! their CRD YAML.
+//!
+//! # How the CRD YAML is made
+//!
+//! The Rust types in this crate are the single source of truth. Each kind derives
+//! [`kube::CustomResource`], and [`all_crds`] lists the resulting
+//! [`CustomResourceDefinition`]s. The `crdgen` binary renders every one of them with
+//! [`render`] into `charts/govbroker/crds/<plural>.<group>.yaml`, which is checked in so
+//! that Helm installs exactly what the types describe:
+//!
+//! ```text
+//! cargo run -p govbroker-crds --bin crdgen            # rewrite the chart's CRDs
+//! cargo run -p govbroker-crds --bin crdgen -- --check # fail if they are stale
+//! ```
+//!
+//! A unit test of this crate runs the same check, so a type changed without
+//! regenerating the YAML fails `cargo test`.
+#![forbid(unsafe_code)]
+
+mod render;
+
+pub use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+pub use render::{
+    Error, RenderedCrd, StaleFile, Staleness, chart_crd_dir, check_dir, file_name, render,
+    render_all, write_dir,
+};
+
+/// The API group of every govbroker kind.
+pub const GROUP: &str = "govbroker.io";
+
+/// The version of the API group served by this crate.
+pub const VERSION: &str = "v1alpha1";
+
+/// Every CustomResourceDefinition of govbroker, in a stable order.
+///
+/// The kinds arrive in a later task; each one adds `Kind::crd()` here, and `crdgen`
+/// picks it up without further change.
+pub fn all_crds() -> Vec<CustomResourceDefinition> {
+    Vec::new()
+}

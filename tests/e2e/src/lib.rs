@@ -1,0 +1,402 @@
+//! What every end-to-end test of govbroker shares.
+//!
+//! - [`cluster`] starts the real local control plane (built by `tests/cluster/build.sh`,
+//!   run by `govcluster`) once per test run, or reuses the one already running.
+//! - [`scenario`] gives a test its own fresh namespace, dumps the namespace's objects
+//!   when the test fails, and deletes the namespace afterwards unless
+//!   `GOVBROKER_KEEP_TEST_STATE` is set.
+//! - [`wait_for`] and [`eventually`] wait on conditions with a deadline; tests never sleep
+//!   to synchronise.
+#![forbid(unsafe_code)]
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod, ResourceQuota};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{Condition, await_condition};
+use kube::{Api, Client, Config, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+/// Label on every namespace a test creates, so leftovers are easy to find.
+pub const TEST_LABEL: &str = "govbroker.io/e2e";
+
+/// Default deadline for waits in tests: generous for a loaded 2-core CI machine.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The running local control plane.
+#[derive(Debug)]
+pub struct Cluster {
+    /// Where `govcluster` keeps PKI, data, logs and pids.
+    pub state_dir: PathBuf,
+    /// Where the control-plane binaries (and kubectl, govcluster) are.
+    pub bin_dir: PathBuf,
+    /// Admin kubeconfig (group system:masters).
+    pub kubeconfig: PathBuf,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+
+/// Starts the local control plane once per test process, or reuses a running one.
+///
+/// Builds the binaries first if they are missing or stale (the first build takes
+/// minutes; a warm check takes a second). Panics with the reason when it cannot start,
+/// since no end-to-end test can run without it.
+pub fn cluster() -> &'static Cluster {
+    let result = CLUSTER.get_or_init(|| start_cluster().map_err(|e| format!("{e:#}")));
+    match result {
+        Ok(cluster) => cluster,
+        Err(e) => panic!("the local control plane could not start: {e}"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `<target>/cluster`: beside the test binaries (`<target>/debug/deps/...`) unless
+/// `GOVBROKER_CLUSTER_DIR` says otherwise.
+fn cluster_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("GOVBROKER_CLUSTER_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .context("test binary is not under <target>/<profile>/deps")?;
+    Ok(target.join("cluster"))
+}
+
+fn start_cluster() -> Result<Cluster> {
+    let dir = cluster_dir()?;
+    let bin_dir = dir.join("bin");
+    let state_dir = dir.join("state");
+    run(Command::new("bash")
+        .arg(workspace_root().join("tests/cluster/build.sh"))
+        .arg(&bin_dir))?;
+    run(Command::new(bin_dir.join("govcluster"))
+        .args(["up", "--reuse", "--state-dir"])
+        .arg(&state_dir)
+        .arg("--bin-dir")
+        .arg(&bin_dir))?;
+    Ok(Cluster {
+        kubeconfig: state_dir.join("kubeconfig"),
+        state_dir,
+        bin_dir,
+    })
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        bail!(
+            "{:?} failed ({}):\n{}{}",
+            cmd.get_program(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Cluster {
+    /// A client with cluster-admin rights. Make one per test: a client belongs to the
+    /// tokio runtime it was made on.
+    pub async fn admin(&self) -> Result<Client> {
+        client_from_kubeconfig(&self.kubeconfig).await
+    }
+
+    /// A client authenticated as `user` in `groups` by a client certificate of the local
+    /// CA: test identities with arbitrary users and groups, judged by the real RBAC.
+    pub async fn client_as(&self, user: &str, groups: &[&str]) -> Result<Client> {
+        let dir = self.state_dir.join("users");
+        std::fs::create_dir_all(&dir)?;
+        let file = dir.join(format!("{}.kubeconfig", unique_suffix()));
+        let mut cmd = Command::new(self.bin_dir.join("govcluster"));
+        cmd.args(["user", "--state-dir"])
+            .arg(&self.state_dir)
+            .args(["--name", user, "--out"])
+            .arg(&file);
+        for g in groups {
+            cmd.args(["--group", g]);
+        }
+        run(&mut cmd)?;
+        let client = client_from_kubeconfig(&file).await;
+        let _ = std::fs::remove_file(&file);
+        client
+    }
+
+    /// A client that presents a bearer token (e.g. a service-account token).
+    pub async fn client_with_token(&self, token: &str) -> Result<Client> {
+        let mut config = Config::from_custom_kubeconfig(
+            Kubeconfig::read_from(&self.kubeconfig)?,
+            &KubeConfigOptions::default(),
+        )
+        .await?;
+        config.auth_info = kube::config::AuthInfo {
+            token: Some(token.to_owned().into()),
+            ..Default::default()
+        };
+        Ok(Client::try_from(config)?)
+    }
+}
+
+async fn client_from_kubeconfig(path: &Path) -> Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A name no other test (or earlier run) uses: `<prefix>-<base36 suffix>`, at most 63 chars.
+pub fn unique_name(prefix: &str) -> String {
+    let mut name = format!("{prefix}-{}", unique_suffix());
+    name.truncate(63);
+    name
+}
+
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut n = nanos
+        ^ (u128::from(std::process::id()) << 64)
+        ^ (u128::from(COUNTER.fetch_add(1, Ordering::Relaxed)) << 96);
+    let mut s = String::new();
+    for _ in 0..8 {
+        s.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    s
+}
+
+/// What a scenario gets: the cluster, an admin client and its own fresh namespace.
+pub struct TestEnv {
+    /// The local control plane.
+    pub cluster: &'static Cluster,
+    /// Cluster-admin client.
+    pub client: Client,
+    /// A namespace created for this test alone.
+    pub namespace: String,
+}
+
+impl TestEnv {
+    /// A namespaced API in this test's namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates another namespace owned by this test (deleted with it).
+    pub async fn extra_namespace(&self, prefix: &str) -> Result<String> {
+        let name = unique_name(&format!("e2e-{prefix}"));
+        create_namespace(&self.client, &name, &self.namespace).await?;
+        Ok(name)
+    }
+}
+
+/// Creates namespace `name` labelled as belonging to the test whose namespace is `owner`.
+async fn create_namespace(client: &Client, name: &str, owner: &str) -> Result<()> {
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some([(TEST_LABEL.to_owned(), owner.to_owned())].into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .with_context(|| format!("creating namespace {name}"))?;
+    Ok(())
+}
+
+/// Whether test state should be kept for inspection (`GOVBROKER_KEEP_TEST_STATE` set).
+pub fn keep_state() -> bool {
+    std::env::var_os("GOVBROKER_KEEP_TEST_STATE").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Runs one end-to-end scenario in its own namespace.
+///
+/// On failure it prints the namespace's pods, deployments, replica sets, quotas and
+/// events, then panics with the error. Afterwards it deletes the test's namespaces
+/// (labelled [`TEST_LABEL`]) unless [`keep_state`].
+pub async fn scenario<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(TestEnv) -> Fut,
+    Fut: Future<Output = Result<()>>,
+{
+    let cluster = cluster();
+    let client = cluster.admin().await.expect("admin client");
+    let namespace = unique_name(&format!("e2e-{}", name.replace('_', "-")));
+    create_namespace(&client, &namespace, &namespace)
+        .await
+        .expect("creating the test namespace");
+    let env = TestEnv {
+        cluster,
+        client: client.clone(),
+        namespace: namespace.clone(),
+    };
+    let outcome = test(env).await;
+    let namespaces: Vec<String> = Api::<Namespace>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("{TEST_LABEL}={namespace}")))
+        .await
+        .map(|l| l.items.iter().map(|n| n.name_any()).collect())
+        .unwrap_or_else(|_| vec![namespace.clone()]);
+    if let Err(err) = &outcome {
+        for ns in &namespaces {
+            dump_namespace(&client, ns).await;
+        }
+        eprintln!("scenario {name} failed: {err:#}");
+    }
+    if keep_state() {
+        eprintln!("keeping namespaces {namespaces:?} (GOVBROKER_KEEP_TEST_STATE is set)");
+    } else {
+        for ns in &namespaces {
+            let _ = Api::<Namespace>::all(client.clone())
+                .delete(ns, &DeleteParams::background())
+                .await;
+        }
+    }
+    if let Err(err) = outcome {
+        panic!("scenario {name} failed: {err:#}");
+    }
+}
+
+/// Prints what a person debugging a failed test wants to see of a namespace.
+pub async fn dump_namespace(client: &Client, namespace: &str) {
+    eprintln!("---- state of namespace {namespace} ----");
+    dump_kind::<Pod>(client, namespace, |p| {
+        let status = p.status.clone().unwrap_or_default();
+        format!(
+            "phase={} node={} ip={}",
+            status.phase.unwrap_or_default(),
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
+            status.pod_ip.unwrap_or_default()
+        )
+    })
+    .await;
+    dump_kind::<Deployment>(client, namespace, |d| {
+        let s = d.status.clone().unwrap_or_default();
+        format!(
+            "replicas={} ready={} available={}",
+            s.replicas.unwrap_or(0),
+            s.ready_replicas.unwrap_or(0),
+            s.available_replicas.unwrap_or(0)
+        )
+    })
+    .await;
+    dump_kind::<ReplicaSet>(client, namespace, |r| {
+        let s = r.status.clone().unwrap_or_default();
+        format!(
+            "replicas={} ready={}",
+            s.replicas,
+            s.ready_replicas.unwrap_or(0)
+        )
+    })
+    .await;
+    dump_kind::<ResourceQuota>(client, namespace, |q| {
+        let s = q.status.clone().unwrap_or_default();
+        format!(
+            "hard={:?} used={:?}",
+            s.hard.unwrap_or_default(),
+            s.used.unwrap_or_default()
+        )
+    })
+    .await;
+    dump_kind::<Event>(client, namespace, |e| {
+        format!(
+            "{} {}/{}: {} {}",
+            e.type_.clone().unwrap_or_default(),
+            e.involved_object.kind.clone().unwrap_or_default(),
+            e.involved_object.name.clone().unwrap_or_default(),
+            e.reason.clone().unwrap_or_default(),
+            e.message.clone().unwrap_or_default()
+        )
+    })
+    .await;
+}
+
+async fn dump_kind<K>(client: &Client, namespace: &str, describe: impl Fn(&K) -> String)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
+    <K as Resource>::DynamicType: Default,
+{
+    let kind = K::kind(&Default::default()).into_owned();
+    match Api::<K>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => {
+            for item in &list.items {
+                eprintln!("  {kind}/{}: {}", item.name_any(), describe(item));
+            }
+        }
+        Err(e) => eprintln!("  listing {kind}: {e}"),
+    }
+}
+
+/// Waits (on a watch) until `name` satisfies `condition`, or fails after `timeout`
+/// saying what it waited for. Returns the object as it was then (`None` when the
+/// condition was met by its absence, as with `conditions::is_deleted`).
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    condition: impl Condition<K>,
+) -> Result<Option<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
+        Ok(Ok(obj)) => Ok(obj),
+        Ok(Err(e)) => Err(anyhow!("watching {name} for {what}: {e}")),
+        Err(_) => Err(anyhow!(
+            "timed out after {timeout:?} waiting for {what} ({name})"
+        )),
+    }
+}
+
+/// Re-checks `probe` until it yields a value or `timeout` passes, for conditions no
+/// watch can express (e.g. an authorization answer). The last error is reported.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("condition not met");
+    loop {
+        match probe().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

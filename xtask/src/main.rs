@@ -1,0 +1,352 @@
+//! Project tasks, run as `cargo xtask <task>`.
+//!
+//! The two commands of the README live here: `cargo xtask cloud up` starts a local
+//! government cloud (a real Kubernetes control plane built from the Go module proxy,
+//! the CRDs and the operator) and `cargo xtask test` runs the whole test suite.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Loopback address of the operator's health and metrics server in the local cloud.
+const OPERATOR_METRICS_ADDR: &str = "127.0.0.1:18080";
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "govbroker's project tasks",
+    long_about = "govbroker's project tasks.\n\n\
+        The first run builds the Kubernetes control plane from the Go module proxy \
+        (10-25 minutes on 2 cores); later runs reuse the Go caches and take seconds.",
+    after_help = "Examples:\n  \
+        cargo xtask cloud up          # start the local government cloud\n  \
+        cargo xtask cloud status      # is it running?\n  \
+        cargo xtask cloud down        # stop it (data kept; --purge removes it)\n  \
+        cargo xtask test              # everything CI runs\n  \
+        cargo xtask test -- quota     # only tests whose name contains 'quota'"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// The local government cloud: control plane, CRDs and the operator.
+    Cloud {
+        #[command(subcommand)]
+        action: CloudAction,
+    },
+    /// The local Kubernetes control plane alone (what the tests use).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
+    /// Run the whole test suite: formatting, lints, generated files, unit and end-to-end tests.
+    Test {
+        /// Keep the control plane running afterwards (also GOVBROKER_KEEP_TEST_STATE=1).
+        #[arg(long, env = "GOVBROKER_KEEP_TEST_STATE")]
+        keep: bool,
+        /// Arguments passed to `cargo test` after `--` (e.g. a test name filter).
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Regenerate the CRD YAML in charts/govbroker/crds from the Rust types.
+    Crdgen,
+}
+
+#[derive(Subcommand)]
+enum CloudAction {
+    /// Build what is missing, start the control plane, install the CRDs, start the operator.
+    Up {
+        /// Number of fake nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+    },
+    /// Stop every process of the local cloud.
+    Down {
+        /// Also delete its data (etcd contents, certificates).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Show what runs and whether it answers.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum ClusterAction {
+    /// Build the control-plane binaries (cached).
+    Build,
+    /// Start the control plane, or reuse a running one.
+    Up,
+    /// Stop it.
+    Down,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let project = Project::locate()?;
+    match cli.task {
+        Task::Cloud { action } => match action {
+            CloudAction::Up { nodes } => project.cloud_up(nodes),
+            CloudAction::Down { purge } => project.govcluster_down(purge),
+            CloudAction::Status => project.govcluster(&["status"]),
+        },
+        Task::Cluster { action } => match action {
+            ClusterAction::Build => project.build_cluster(),
+            ClusterAction::Up => project.cluster_up(3),
+            ClusterAction::Down => project.govcluster_down(false),
+        },
+        Task::Test {
+            keep,
+            cargo_test_args,
+        } => project.test(keep, &cargo_test_args),
+        Task::Crdgen => {
+            project.cargo(&["run", "--quiet", "-p", "govbroker-crds", "--bin", "crdgen"])
+        }
+    }
+}
+
+/// Where things are: the workspace root and cargo's target directory.
+struct Project {
+    root: PathBuf,
+    target: PathBuf,
+}
+
+impl Project {
+    fn locate() -> Result<Self> {
+        let output = Command::new(cargo())
+            .args(["metadata", "--format-version", "1", "--no-deps"])
+            .output()
+            .context("running cargo metadata")?;
+        if !output.status.success() {
+            bail!(
+                "cargo metadata failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let meta: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let path = |key: &str| -> Result<PathBuf> {
+            meta[key]
+                .as_str()
+                .map(PathBuf::from)
+                .with_context(|| format!("cargo metadata has no {key}"))
+        };
+        Ok(Self {
+            root: path("workspace_root")?,
+            target: path("target_directory")?,
+        })
+    }
+
+    fn cluster_bin(&self) -> PathBuf {
+        self.target.join("cluster").join("bin")
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.target.join("cluster").join("state")
+    }
+
+    fn build_cluster(&self) -> Result<()> {
+        step("Building the local control plane (cached after the first run)");
+        run_cmd(
+            Command::new("bash")
+                .arg(self.root.join("tests/cluster/build.sh"))
+                .arg(self.cluster_bin()),
+        )
+    }
+
+    fn govcluster(&self, args: &[&str]) -> Result<()> {
+        let mut cmd = Command::new(self.cluster_bin().join("govcluster"));
+        cmd.arg(args[0])
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .args(&args[1..]);
+        run_cmd(&mut cmd)
+    }
+
+    fn govcluster_down(&self, purge: bool) -> Result<()> {
+        if !self.cluster_bin().join("govcluster").exists() {
+            println!("the local cloud was never built here; nothing to stop");
+            return Ok(());
+        }
+        step("Stopping the local cloud");
+        self.govcluster(if purge {
+            &["down", "--purge"]
+        } else {
+            &["down"]
+        })
+    }
+
+    fn cluster_up(&self, nodes: u32) -> Result<()> {
+        self.build_cluster()?;
+        step("Starting the local control plane (or reusing a running one)");
+        let bin = self.cluster_bin();
+        let nodes = nodes.to_string();
+        self.govcluster(&[
+            "up",
+            "--reuse",
+            "--bin-dir",
+            path_str(&bin)?,
+            "--nodes",
+            &nodes,
+        ])
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.state_dir().join("kubeconfig")
+    }
+
+    fn cargo(&self, args: &[&str]) -> Result<()> {
+        run_cmd(Command::new(cargo()).current_dir(&self.root).args(args))
+    }
+
+    /// Applies the generated CRDs with the kubectl built beside the control plane.
+    fn install_crds(&self) -> Result<()> {
+        let crds = self.root.join("charts/govbroker/crds");
+        let has_yaml = std::fs::read_dir(&crds)
+            .with_context(|| format!("reading {}", crds.display()))?
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|x| x == "yaml"));
+        if !has_yaml {
+            println!("no CRDs to install yet");
+            return Ok(());
+        }
+        step("Installing the CRDs");
+        run_cmd(
+            Command::new(self.cluster_bin().join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig())
+                .args([
+                    "apply",
+                    "--server-side",
+                    "--field-manager=govbroker-install",
+                    "-f",
+                ])
+                .arg(&crds),
+        )
+    }
+
+    fn cloud_up(&self, nodes: u32) -> Result<()> {
+        let started = Instant::now();
+        self.cluster_up(nodes)?;
+        self.install_crds()?;
+
+        step("Building and starting the operator");
+        self.cargo(&["build", "--quiet", "-p", "govbroker-operator"])?;
+        let operator = self.target.join("debug").join("govbroker-operator");
+        let kubeconfig = self.kubeconfig();
+        run_cmd(
+            Command::new(self.cluster_bin().join("govcluster"))
+                .args(["spawn", "--state-dir"])
+                .arg(self.state_dir())
+                .args(["--name", "operator", "--wait-port", "18080", "--"])
+                .arg("env")
+                .arg(format!("KUBECONFIG={}", kubeconfig.display()))
+                .arg(operator)
+                .args(["--metrics-addr", OPERATOR_METRICS_ADDR]),
+        )?;
+
+        let bin = self.cluster_bin();
+        let logs = self.state_dir().join("logs");
+        println!(
+            "\nThe local government cloud is up ({:.0}s).\n\n\
+             Point kubectl at it:\n  \
+               export KUBECONFIG={kubeconfig}\n  \
+               export PATH={bin}:$PATH          # kubectl {k8s} is built there\n  \
+               kubectl get nodes,namespaces\n\n\
+             Operator:  http://{metrics}/healthz  /readyz  /metrics\n\
+             Logs:      {logs}/  (kube-apiserver.log, operator.log, ...)\n\
+             Stop it:   cargo xtask cloud down   (add --purge to forget its data)",
+            started.elapsed().as_secs_f64(),
+            kubeconfig = kubeconfig.display(),
+            bin = bin.display(),
+            k8s = std::fs::read_to_string(self.root.join("tests/cluster/K8S_VERSION"))?.trim(),
+            metrics = OPERATOR_METRICS_ADDR,
+            logs = logs.display(),
+        );
+        Ok(())
+    }
+
+    fn test(&self, keep: bool, cargo_test_args: &[String]) -> Result<()> {
+        let started = Instant::now();
+        step("Checking formatting");
+        self.cargo(&["fmt", "--all", "--check"])?;
+        step("Linting (clippy, warnings are errors)");
+        self.cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
+        step("Checking the generated CRD YAML is current");
+        self.cargo(&[
+            "run",
+            "--quiet",
+            "-p",
+            "govbroker-crds",
+            "--bin",
+            "crdgen",
+            "--",
+            "--check",
+        ])?;
+        self.cluster_up(3)?;
+
+        step("Running the tests (unit and end-to-end against the local control plane)");
+        let mut args = vec!["test", "--workspace", "--no-fail-fast", "--"];
+        args.extend(cargo_test_args.iter().map(String::as_str));
+        let result = self.cargo(&args);
+
+        if keep {
+            println!(
+                "\nkeeping the control plane running: export KUBECONFIG={}",
+                self.kubeconfig().display()
+            );
+        } else {
+            self.govcluster_down(false)?;
+        }
+        result?;
+        println!(
+            "\nall checks passed in {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+fn path_str(path: &Path) -> Result<&str> {
+    path.to_str()
+        .with_context(|| format!("{} is not valid UTF-8", path.display()))
+}
+
+fn step(what: &str) {
+    println!("\n==> {what}");
+}
+
+fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{:?} failed ({status})", cmd.get_program());
+    }
+    Ok(())
+}
