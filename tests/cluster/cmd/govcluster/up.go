@@ -190,6 +190,14 @@ func runUp(args []string) error {
 		}
 	}
 
+	for _, port := range []int{etcdClientPort, etcdPeerPort, ledgerEtcdPort, ledgerEtcdPeer, apiserverPort} {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			return fmt.Errorf("port 127.0.0.1:%d is taken by another process (another local cloud from a different state dir? stop it with its 'govcluster down'): %w", port, err)
+		}
+		l.Close()
+	}
+
 	start := time.Now()
 	for i, c := range components {
 		if err := startComponent(o.stateDir, c); err != nil {
