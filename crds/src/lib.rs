@@ -18,7 +18,20 @@
 //! regenerating the YAML fails `cargo test`.
 #![forbid(unsafe_code)]
 
+pub mod agency;
+pub mod quota;
+pub mod quota_request;
 mod render;
+
+pub use agency::{
+    Agency, AgencyLevel, AgencyQuotaStatus, AgencySpec, AgencyStatus, Environment, Owners,
+    ServiceAccountRef,
+};
+pub use quota::{QuotaResource, ResourceAmounts};
+pub use quota_request::{
+    DecisionOutcome, QuotaDecision, QuotaRequest, QuotaRequestPhase, QuotaRequestSpec,
+    QuotaRequestStatus,
+};
 
 pub use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 pub use render::{
@@ -34,8 +47,8 @@ pub const VERSION: &str = "v1alpha1";
 
 /// Every CustomResourceDefinition of govbroker, in a stable order.
 ///
-/// The kinds arrive in a later task; each one adds `Kind::crd()` here, and `crdgen`
-/// picks it up without further change.
+/// Each kind adds `Kind::crd()` here, and `crdgen` picks it up without further change.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
-    Vec::new()
+    use kube::CustomResourceExt as _;
+    vec![Agency::crd(), QuotaRequest::crd()]
 }

@@ -9,6 +9,18 @@ pub enum Error {
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 
+    /// The admission webhook could not start.
+    #[error("webhook: {0}")]
+    Webhook(String),
+
+    /// A watch cache stopped before it was filled (the operator is shutting down).
+    #[error("cache: {0}")]
+    Cache(String),
+
+    /// An object could not be serialised (a bug, not a runtime condition).
+    #[error("cannot serialise an object: {0}")]
+    Serialize(#[source] serde_json::Error),
+
     /// The API server did not answer the first request at start-up.
     #[error("cannot reach the Kubernetes API server at {url}: {source}")]
     Connect {
@@ -68,6 +80,9 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
+            Error::Serialize(_) => "serialize",
+            Error::Webhook(_) => "webhook",
+            Error::Cache(_) => "cache",
             Error::Connect { .. } => "connect",
             Error::KubeConfig(_) => "kubeconfig",
             Error::Metrics(_) => "metrics",

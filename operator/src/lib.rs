@@ -10,6 +10,7 @@
 //!    SIGINT ([`signals`]), then stops everything gracefully.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod connect;
 pub mod context;
 pub mod controllers;
@@ -20,6 +21,7 @@ pub mod readiness;
 pub mod settings;
 pub mod signals;
 pub mod telemetry;
+pub mod webhook;
 
 use std::sync::Arc;
 

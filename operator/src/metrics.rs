@@ -31,6 +31,9 @@ pub struct Metrics {
     pub reconcile_duration: HistogramVec,
     /// `govbroker_build_info{version}`: always 1, labelled with the crate version.
     pub build_info: IntGaugeVec,
+    /// `govbroker_kube_writes_total{controller,kind}`: writes sent to the API server.
+    /// A settled tree makes none; a restart over it must not either.
+    pub kube_writes: IntCounterVec,
 }
 
 impl Metrics {
@@ -66,7 +69,15 @@ impl Metrics {
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
+        let kube_writes = IntCounterVec::new(
+            Opts::new(
+                "govbroker_kube_writes_total",
+                "Writes (apply, patch, create, delete) sent to the Kubernetes API, by controller and kind.",
+            ),
+            &["controller", "kind"],
+        )?;
         registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(kube_writes.clone()))?;
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -76,6 +87,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             build_info,
+            kube_writes,
         })
     }
 

@@ -18,10 +18,76 @@ pub struct Settings {
     #[arg(long, env = "GOVBROKER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Serve the admission webhook and keep its configurations in the cluster. Off only
+    /// for a second operator beside the one that owns the webhook (e.g. in tests).
+    #[arg(long, env = "GOVBROKER_WEBHOOK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhook: bool,
+
+    /// Address of the admission webhook's HTTPS server.
+    #[arg(long, env = "GOVBROKER_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    pub webhook_addr: SocketAddr,
+
+    /// URL at which the API server reaches the webhook, when the operator runs outside
+    /// the cluster (e.g. `https://127.0.0.1:18443` for the local cloud). Without it the
+    /// webhook is reached through the Service named by `--webhook-service-*`.
+    #[arg(long, env = "GOVBROKER_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Namespace of the webhook's Service (in-cluster installs).
+    #[arg(
+        long,
+        env = "GOVBROKER_WEBHOOK_SERVICE_NAMESPACE",
+        default_value = "govbroker-system"
+    )]
+    pub webhook_service_namespace: String,
+
+    /// Name of the webhook's Service (in-cluster installs).
+    #[arg(
+        long,
+        env = "GOVBROKER_WEBHOOK_SERVICE_NAME",
+        default_value = "govbroker-webhook"
+    )]
+    pub webhook_service_name: String,
+
+    /// Directory with `tls.crt`, `tls.key` (and optionally `ca.crt`) for the webhook.
+    /// Without it a certificate is generated at start-up.
+    #[arg(long, env = "GOVBROKER_WEBHOOK_CERT_DIR")]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
+
+    /// Groups whose members are platform admins: they may decide any quota request and
+    /// are not bound by agency ownership. `system:masters` always is.
+    #[arg(
+        long = "platform-admin-group",
+        env = "GOVBROKER_PLATFORM_ADMIN_GROUPS",
+        value_delimiter = ',',
+        default_value = "govbroker:platform-admins"
+    )]
+    pub platform_admin_groups: Vec<String>,
+
     /// Which logs to write, as a tracing filter such as `info` or
     /// `info,govbroker_operator=debug,kube=warn`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
+}
+
+impl Settings {
+    /// Host names and addresses the webhook certificate must cover.
+    pub fn webhook_hosts(&self) -> Vec<String> {
+        let mut hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let (ns, name) = (&self.webhook_service_namespace, &self.webhook_service_name);
+        hosts.push(format!("{name}.{ns}.svc"));
+        hosts.push(format!("{name}.{ns}.svc.cluster.local"));
+        if let Some(host) = self
+            .webhook_url
+            .as_deref()
+            .and_then(|u| u.split("://").nth(1))
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .filter(|h| !h.is_empty() && !hosts.iter().any(|x| x == h))
+        {
+            hosts.push(host.to_owned());
+        }
+        hosts
+    }
 }
 
 /// Format of the log lines.

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
-use govbroker_e2e::{DEFAULT_TIMEOUT, cluster, eventually};
+use govbroker_e2e::{DEFAULT_TIMEOUT, cluster, eventually, http_get};
 use tokio::io::AsyncReadExt as _;
 
 /// A free loopback port for the operator's HTTP server.
@@ -17,22 +17,6 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-async fn get(addr: &str, path: &str) -> Result<(u16, String)> {
-    use tokio::io::AsyncWriteExt as _;
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status line")?;
-    Ok((code, response))
-}
-
 #[tokio::test]
 async fn operator_connects_reports_ready_serves_metrics_and_stops_on_sigterm() -> Result<()> {
     let cluster = cluster();
@@ -40,20 +24,22 @@ async fn operator_connects_reports_ready_serves_metrics_and_stops_on_sigterm() -
     let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_govbroker-operator"))
         .env("KUBECONFIG", &cluster.kubeconfig)
         .args(["--metrics-addr", &addr])
+        // The shared test operator owns the webhook; this one must not take it over.
+        .args(["--webhook=false"])
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
 
     eventually("the operator to report ready", DEFAULT_TIMEOUT, || async {
-        Ok(match get(&addr, "/readyz").await {
+        Ok(match http_get(&addr, "/readyz") {
             Ok((200, _)) => Some(()),
             _ => None,
         })
     })
     .await?;
-    let (code, _) = get(&addr, "/healthz").await?;
+    let (code, _) = http_get(&addr, "/healthz")?;
     ensure!(code == 200, "/healthz answered {code}");
-    let (code, metrics) = get(&addr, "/metrics").await?;
+    let (code, metrics) = http_get(&addr, "/metrics")?;
     ensure!(code == 200, "/metrics answered {code}");
     ensure!(
         metrics.contains("govbroker_build_info"),

@@ -6,7 +6,7 @@
 #
 # A stamp (hash of the Go sources, go.mod, go.sum and the release) skips the build when
 # nothing changed; otherwise Go's module and build caches (GOMODCACHE, GOCACHE) make a
-# rebuild take seconds. The first, cold build takes 10-25 minutes on 2 cores and prints
+# rebuild take seconds. The first, cold build takes about 5-10 minutes on 2 cores and prints
 # progress as it goes.
 #
 # Usage: tests/cluster/build.sh [BIN_DIR]
@@ -38,7 +38,7 @@ done
 
 echo "building the local control plane (Kubernetes $k8s_version) into $bin_dir"
 echo "  Go caches: GOMODCACHE=$(go env GOMODCACHE) GOCACHE=$(go env GOCACHE)"
-echo "  a cold build takes 10-25 minutes on 2 cores; a warm one seconds"
+echo "  a cold build takes about 5-10 minutes on 2 cores; a warm one seconds"
 start=$(date +%s)
 go mod download
 # -v names each package as it is compiled: turn that into a progress line every 100 packages.

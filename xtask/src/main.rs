@@ -21,7 +21,7 @@ const OPERATOR_METRICS_ADDR: &str = "127.0.0.1:18080";
     about = "govbroker's project tasks",
     long_about = "govbroker's project tasks.\n\n\
         The first run builds the Kubernetes control plane from the Go module proxy \
-        (10-25 minutes on 2 cores); later runs reuse the Go caches and take seconds.",
+        (about 5-10 minutes on 2 cores); later runs reuse the Go caches and take seconds.",
     after_help = "Examples:\n  \
         cargo xtask cloud up          # start the local government cloud\n  \
         cargo xtask cloud status      # is it running?\n  \

@@ -184,6 +184,133 @@ fn unique_suffix() -> String {
     s
 }
 
+/// The operator under test, started once per test process (replacing one left running
+/// by an earlier test binary) with the CRDs installed.
+#[derive(Debug)]
+pub struct Operator {
+    /// Base URL of its health and metrics server.
+    pub http: String,
+}
+
+/// Loopback address of the operator's health and metrics server in tests.
+pub const OPERATOR_HTTP_ADDR: &str = "127.0.0.1:18080";
+/// Loopback address of the operator's admission webhook in tests.
+pub const OPERATOR_WEBHOOK_ADDR: &str = "127.0.0.1:18443";
+
+static OPERATOR: OnceLock<Result<Operator, String>> = OnceLock::new();
+
+/// Installs the CRDs and starts the operator binary at `binary` (pass
+/// `env!("CARGO_BIN_EXE_govbroker-operator")`), once per test process.
+pub fn operator(binary: &str) -> &'static Operator {
+    let result = OPERATOR.get_or_init(|| start_operator(binary).map_err(|e| format!("{e:#}")));
+    match result {
+        Ok(op) => op,
+        Err(e) => panic!("the operator could not start: {e}"),
+    }
+}
+
+fn start_operator(binary: &str) -> Result<Operator> {
+    let cluster = cluster();
+    cluster.restart_operator(binary)?;
+    Ok(Operator {
+        http: format!("http://{OPERATOR_HTTP_ADDR}"),
+    })
+}
+
+impl Cluster {
+    /// Applies the chart's CRDs and waits until they are served.
+    pub fn install_crds(&self) -> Result<()> {
+        let kubectl = self.bin_dir.join("kubectl");
+        let crds = workspace_root().join("charts/govbroker/crds");
+        run(Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=govbroker-install",
+                "-f",
+            ])
+            .arg(&crds))?;
+        run(Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["wait", "--for=condition=Established", "--timeout=60s", "-f"])
+            .arg(&crds))?;
+        Ok(())
+    }
+
+    /// (Re)starts the operator under `govcluster`'s supervision and waits until it
+    /// answers `/readyz` and its webhook configuration is in place.
+    pub fn restart_operator(&self, binary: &str) -> Result<()> {
+        self.install_crds()?;
+        run(Command::new(self.bin_dir.join("govcluster"))
+            .args(["spawn", "--state-dir"])
+            .arg(&self.state_dir)
+            .args([
+                "--name",
+                "operator",
+                "--wait-port",
+                OPERATOR_HTTP_ADDR.rsplit(':').next().unwrap_or_default(),
+                "--",
+            ])
+            .arg("env")
+            .arg(format!("KUBECONFIG={}", self.kubeconfig.display()))
+            .arg("RUST_LOG=info,kube_runtime=warn")
+            .arg(binary)
+            .args([
+                "--metrics-addr",
+                OPERATOR_HTTP_ADDR,
+                "--webhook-addr",
+                OPERATOR_WEBHOOK_ADDR,
+            ])
+            .arg(format!("--webhook-url=https://{OPERATOR_WEBHOOK_ADDR}")))?;
+        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        loop {
+            if http_get(OPERATOR_HTTP_ADDR, "/readyz").is_ok_and(|(code, _)| code == 200) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the operator did not become ready within {DEFAULT_TIMEOUT:?}; see {}",
+                    self.state_dir.join("logs/operator.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// A plain HTTP/1.0 GET on loopback: status code and body.
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The sum of a counter's samples in a Prometheus text exposition (all label sets), or 0.
+pub fn metric_sum(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// What a scenario gets: the cluster, an admin client and its own fresh namespace.
 pub struct TestEnv {
     /// The local control plane.
@@ -275,9 +402,44 @@ where
                 .delete(ns, &DeleteParams::background())
                 .await;
         }
+        delete_test_agencies(&client, &namespace).await;
     }
     if let Err(err) = outcome {
         panic!("scenario {name} failed: {err:#}");
+    }
+}
+
+/// Labels an Agency as belonging to the test whose namespace is `test_namespace`, so
+/// that [`scenario`] deletes it (and its subtree) afterwards.
+pub fn label_for_test(agency: &mut govbroker_crds::Agency, test_namespace: &str) {
+    agency
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(TEST_LABEL.to_owned(), test_namespace.to_owned());
+}
+
+/// Deletes the test's agencies with their subtrees (cascade annotation set first).
+async fn delete_test_agencies(client: &Client, test_namespace: &str) {
+    let api = Api::<govbroker_crds::Agency>::all(client.clone());
+    let Ok(list) = api
+        .list(&ListParams::default().labels(&format!("{TEST_LABEL}={test_namespace}")))
+        .await
+    else {
+        return;
+    };
+    let cascade =
+        serde_json::json!({"metadata": {"annotations": {"govbroker.io/cascade-delete": "true"}}});
+    for agency in list.items.iter().rev() {
+        let name = agency.name_any();
+        let _ = api
+            .patch(
+                &name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&cascade),
+            )
+            .await;
+        let _ = api.delete(&name, &DeleteParams::background()).await;
     }
 }
 

@@ -1,0 +1,22 @@
+//! Pure domain logic of govbroker: exact quota arithmetic and the rules of the agency tree.
+//!
+//! Nothing here talks to a cluster, waits, or reads the clock, so that the admission
+//! webhook, the controllers and the API can share one definition of "valid" and one way
+//! of adding up quotas, and so that every rule can be unit-tested in isolation.
+//!
+//! - [`quantity`]: Kubernetes quantities as exact integers of milli-units, and sets of
+//!   amounts per quota resource.
+//! - [`isolation`]: what an agency environment's namespace gets, per security level.
+//! - [`tree`]: what makes an Agency a valid node of the government tree, and when an
+//!   agency may be deleted.
+#![forbid(unsafe_code)]
+
+pub mod isolation;
+pub mod quantity;
+pub mod tree;
+
+pub use quantity::{Amount, Amounts, QuantityError, QuotaError, Shortfall, usage_summary};
+pub use tree::{
+    AgencyChange, CASCADE_DELETE_ANNOTATION, MAX_ENVIRONMENTS, Violation, allowed_parent_levels,
+    deletion_allowed, room_left, validate_agency,
+};

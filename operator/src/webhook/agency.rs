@@ -1,0 +1,132 @@
+//! Admission of Agency changes: the tree's rules (see `govbroker_domain::tree`).
+//!
+//! The cache can lag a write made a moment ago (a parent and its children applied from
+//! one file), so what the rules depend on is read live when the cache lacks it: the
+//! parent, and the parent's and the agency's children through the `spec.parent` field
+//! selector.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use govbroker_crds::{Agency, AgencySpec};
+use govbroker_domain::tree::{self, AgencyChange};
+use kube::api::ListParams;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt as _};
+
+use super::WebhookState;
+
+/// Admits or refuses a create, update or delete of an Agency.
+pub fn validate(
+    request: AdmissionRequest<Agency>,
+    state: WebhookState,
+) -> BoxFuture<'static, AdmissionResponse> {
+    Box::pin(async move {
+        let response = AdmissionResponse::from(&request);
+        match request.operation {
+            Operation::Create | Operation::Update => {
+                let Some(agency) = &request.object else {
+                    return response.deny("the request carries no Agency");
+                };
+                if let Some(old) = &request.old_object {
+                    // Metadata-only updates (labels, finalizers, owner references) do not
+                    // touch the tree.
+                    if old.spec == agency.spec {
+                        return response;
+                    }
+                }
+                match check_spec(&state, &request.name, &agency.spec).await {
+                    Ok(()) => response,
+                    Err(message) => response.deny(message),
+                }
+            }
+            Operation::Delete => {
+                let Some(agency) = &request.old_object else {
+                    return response;
+                };
+                let children = match children_of(&state, &agency.name_any()).await {
+                    Ok(c) => c,
+                    Err(e) => return response.deny(e),
+                };
+                let child_refs: Vec<&Agency> = children.iter().collect();
+                let parent_being_deleted = match &agency.spec.parent {
+                    Some(p) => lookup(&state, p)
+                        .await
+                        .is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+                    None => false,
+                };
+                match tree::deletion_allowed(agency, &child_refs, parent_being_deleted) {
+                    Ok(()) => response,
+                    Err(v) => response.deny(v.to_string()),
+                }
+            }
+            Operation::Connect => response,
+        }
+    })
+}
+
+/// An agency from the cache, or read live when the cache does not have it yet.
+pub async fn lookup(state: &WebhookState, name: &str) -> Option<Arc<Agency>> {
+    if let Some(a) = state.agencies.get(&ObjectRef::new(name)) {
+        return Some(a);
+    }
+    Api::<Agency>::all(state.client.clone())
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .map(Arc::new)
+}
+
+/// The agencies whose parent is `name`, read live.
+pub async fn children_of(state: &WebhookState, name: &str) -> Result<Vec<Agency>, String> {
+    Api::<Agency>::all(state.client.clone())
+        .list(&ListParams::default().fields(&format!("spec.parent={name}")))
+        .await
+        .map(|l| l.items)
+        .map_err(|e| format!("cannot list the children of \"{name}\" to check the tree: {e}"))
+}
+
+/// Checks a new spec for agency `name` against the tree; the error lists every
+/// violation, one per line.
+pub async fn check_spec(state: &WebhookState, name: &str, spec: &AgencySpec) -> Result<(), String> {
+    let parent = match &spec.parent {
+        Some(p) => lookup(state, p).await,
+        None => None,
+    };
+    let siblings: Vec<Agency> = match &spec.parent {
+        Some(p) => children_of(state, p)
+            .await?
+            .into_iter()
+            .filter(|c| c.name_any() != name)
+            .collect(),
+        None => Vec::new(),
+    };
+    let children = children_of(state, name).await?;
+    let mut ancestors_of_parent = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut next = spec.parent.clone();
+    while let Some(current) = next {
+        if !seen.insert(current.clone()) {
+            break;
+        }
+        ancestors_of_parent.push(current.clone());
+        next = lookup(state, &current)
+            .await
+            .and_then(|a| a.spec.parent.clone());
+    }
+    let change = AgencyChange {
+        name,
+        spec,
+        parent: parent.as_deref(),
+        siblings: siblings.iter().collect(),
+        children: children.iter().collect(),
+        ancestors_of_parent,
+    };
+    tree::validate_agency(&change).map_err(|violations| {
+        let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
+        format!("Agency {name} is refused:\n- {}", lines.join("\n- "))
+    })
+}

@@ -1,0 +1,224 @@
+//! The admission webhook: the agency tree's rules and quota-request decisions, checked
+//! before anything is written.
+//!
+//! Served over TLS by the operator. The certificate is read from `--webhook-cert-dir`
+//! or generated at start-up; either way the webhook configurations are applied with the
+//! matching `caBundle`, so the API server always trusts the running operator.
+
+mod agency;
+mod quota_request;
+mod tls;
+
+pub use quota_request::merged_quota;
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use futures::future::BoxFuture;
+use govbroker_crds::Agency;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+};
+use kube::api::{Patch, PatchParams};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::runtime::reflector::Store;
+use kube::{Api, Resource};
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{Context, Error};
+
+/// Name of both webhook configurations.
+pub const CONFIGURATION_NAME: &str = "govbroker";
+/// Field manager of the webhook configurations.
+const FIELD_MANAGER: &str = "govbroker-webhook";
+
+/// What the admission handlers read: the agency tree and the settings.
+#[derive(Clone)]
+pub struct WebhookState {
+    /// Every Agency, kept current by a watch.
+    pub agencies: Store<Agency>,
+    /// Groups whose members may do anything (platform admins).
+    pub admin_groups: Arc<Vec<String>>,
+    /// For live reads when the cache lags.
+    pub client: kube::Client,
+}
+
+/// Serves the webhook until `shutdown`, after applying the webhook configurations.
+pub async fn run(
+    ctx: Arc<Context>,
+    agencies: Store<Agency>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let settings = &ctx.settings;
+    let tls = tls::load_or_generate(
+        settings.webhook_cert_dir.as_deref(),
+        &settings.webhook_hosts(),
+    )?;
+    let state = WebhookState {
+        agencies: agencies.clone(),
+        admin_groups: Arc::new(settings.platform_admin_groups.clone()),
+        client: ctx.client.clone(),
+    };
+    let app = Router::new()
+        .route("/validate/agency", post(review::<Agency>(agency::validate)))
+        .route(
+            "/mutate/quotarequest",
+            post(review::<govbroker_crds::QuotaRequest>(quota_request::admit)),
+        )
+        .with_state(state);
+
+    let handle = axum_server::Handle::new();
+    let server = axum_server::bind_rustls(settings.webhook_addr, tls.server_config.clone())
+        .handle(handle.clone());
+    let serving = tokio::spawn(server.serve(app.into_make_service()));
+    {
+        let handle = handle.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            handle.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+        });
+    }
+    handle.listening().await;
+    info!(addr = %settings.webhook_addr, "serving the admission webhook");
+
+    // Rules are answered from the agency cache: it must be complete first.
+    agencies
+        .wait_until_ready()
+        .await
+        .map_err(|e| Error::Cache(format!("agencies: {e}")))?;
+    apply_configurations(&ctx, &tls.ca_bundle).await?;
+    info!("webhook configurations applied");
+
+    serving.await.map_err(Error::Task)?.map_err(Error::Http)
+}
+
+type Handler<K> = fn(AdmissionRequest<K>, WebhookState) -> BoxFuture<'static, AdmissionResponse>;
+
+/// Wraps a handler into an axum route that decodes the review and never fails
+/// silently: a review it cannot read is answered with a denial that says why.
+fn review<K>(
+    handler: Handler<K>,
+) -> impl Fn(
+    State<WebhookState>,
+    Json<AdmissionReview<K>>,
+) -> BoxFuture<'static, Json<AdmissionReview<DynamicObject>>>
++ Clone
++ Send
++ 'static
+where
+    K: Resource + DeserializeOwned + Clone + Send + 'static,
+{
+    move |State(state): State<WebhookState>, Json(review): Json<AdmissionReview<K>>| {
+        Box::pin(async move {
+            let request: Result<AdmissionRequest<K>, _> = review.try_into();
+            let response = match request {
+                Ok(request) => handler(request, state).await,
+                Err(e) => {
+                    warn!(error = %e, "unreadable admission review");
+                    AdmissionResponse::invalid(e.to_string())
+                }
+            };
+            Json(response.into_review())
+        })
+    }
+}
+
+fn rule(resource: &str, operations: &[&str]) -> RuleWithOperations {
+    RuleWithOperations {
+        api_groups: Some(vec![govbroker_crds::GROUP.to_owned()]),
+        api_versions: Some(vec![govbroker_crds::VERSION.to_owned()]),
+        resources: Some(vec![resource.to_owned()]),
+        operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
+        scope: Some("Cluster".to_owned()),
+    }
+}
+
+fn client_config(ctx: &Context, ca_bundle: &[u8], path: &str) -> WebhookClientConfig {
+    let settings = &ctx.settings;
+    match &settings.webhook_url {
+        Some(url) => WebhookClientConfig {
+            url: Some(format!("{}{path}", url.trim_end_matches('/'))),
+            ca_bundle: Some(ByteString(ca_bundle.to_vec())),
+            service: None,
+        },
+        None => WebhookClientConfig {
+            url: None,
+            ca_bundle: Some(ByteString(ca_bundle.to_vec())),
+            service: Some(ServiceReference {
+                namespace: settings.webhook_service_namespace.clone(),
+                name: settings.webhook_service_name.clone(),
+                path: Some(path.to_owned()),
+                port: Some(443),
+            }),
+        },
+    }
+}
+
+async fn apply_configurations(ctx: &Context, ca_bundle: &[u8]) -> Result<(), Error> {
+    let validating = ValidatingWebhookConfiguration {
+        metadata: kube::api::ObjectMeta {
+            name: Some(CONFIGURATION_NAME.to_owned()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "agencies.govbroker.io".to_owned(),
+            admission_review_versions: vec!["v1".to_owned()],
+            client_config: client_config(ctx, ca_bundle, "/validate/agency"),
+            failure_policy: Some("Fail".to_owned()),
+            side_effects: "None".to_owned(),
+            timeout_seconds: Some(10),
+            rules: Some(vec![rule("agencies", &["CREATE", "UPDATE", "DELETE"])]),
+            ..Default::default()
+        }]),
+    };
+    let mutating = MutatingWebhookConfiguration {
+        metadata: kube::api::ObjectMeta {
+            name: Some(CONFIGURATION_NAME.to_owned()),
+            ..Default::default()
+        },
+        webhooks: Some(vec![MutatingWebhook {
+            name: "quotarequests.govbroker.io".to_owned(),
+            admission_review_versions: vec!["v1".to_owned()],
+            client_config: client_config(ctx, ca_bundle, "/mutate/quotarequest"),
+            failure_policy: Some("Fail".to_owned()),
+            side_effects: "None".to_owned(),
+            timeout_seconds: Some(10),
+            rules: Some(vec![rule("quotarequests", &["CREATE", "UPDATE"])]),
+            ..Default::default()
+        }]),
+    };
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Api::<ValidatingWebhookConfiguration>::all(ctx.client.clone())
+        .patch(CONFIGURATION_NAME, &params, &Patch::Apply(&validating))
+        .await?;
+    Api::<MutatingWebhookConfiguration>::all(ctx.client.clone())
+        .patch(CONFIGURATION_NAME, &params, &Patch::Apply(&mutating))
+        .await?;
+    Ok(())
+}
+
+/// Whether the requester is a platform admin: in `system:masters` or an admin group.
+pub fn is_platform_admin(groups: &[String], admin_groups: &[String]) -> bool {
+    groups
+        .iter()
+        .any(|g| g == "system:masters" || admin_groups.contains(g))
+}
+
+/// Whether the requester (user and groups) is one of the agency's owners.
+pub fn is_owner(agency: &Agency, user: &str, groups: &[String]) -> bool {
+    let owners = &agency.spec.owners;
+    owners.users.iter().any(|u| u == user)
+        || owners.groups.iter().any(|g| groups.contains(g))
+        || owners
+            .service_accounts
+            .iter()
+            .any(|sa| user == format!("system:serviceaccount:{}:{}", sa.namespace, sa.name))
+}

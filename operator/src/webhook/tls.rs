@@ -1,0 +1,91 @@
+//! The webhook's serving certificate: read from a directory (`tls.crt`, `tls.key` and
+//! `ca.crt`, as cert-manager writes them) or generated at start-up.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum_server::tls_rustls::RustlsConfig;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::Error;
+
+/// A serving configuration and the CA bundle the API server must trust.
+pub struct Tls {
+    /// For the HTTPS server.
+    pub server_config: RustlsConfig,
+    /// PEM of the CA that signed the serving certificate.
+    pub ca_bundle: Vec<u8>,
+}
+
+/// Reads the certificate from `dir`, or generates a CA and a serving certificate for
+/// `hosts` (DNS names and IP addresses) when no directory is given.
+pub fn load_or_generate(dir: Option<&Path>, hosts: &[String]) -> Result<Tls, Error> {
+    let (cert_pem, key_pem, ca_pem) = match dir {
+        Some(dir) => {
+            let read = |name: &str| {
+                std::fs::read(dir.join(name)).map_err(|e| {
+                    Error::Webhook(format!("reading {}: {e}", dir.join(name).display()))
+                })
+            };
+            let cert = read("tls.crt")?;
+            let key = read("tls.key")?;
+            // Without a separate CA file, the certificate is its own trust anchor.
+            let ca = read("ca.crt").or_else(|_| Ok::<_, Error>(cert.clone()))?;
+            (cert, key, ca)
+        }
+        None => {
+            let pems = generate(hosts)?;
+            (pems.cert, pems.key, pems.ca)
+        }
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Webhook(format!("webhook certificate: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| Error::Webhook(format!("webhook key: {e}")))?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| Error::Webhook(format!("webhook TLS: {e}")))?;
+    Ok(Tls {
+        server_config: RustlsConfig::from_config(Arc::new(config)),
+        ca_bundle: ca_pem,
+    })
+}
+
+/// PEM of a certificate, its key and the CA that signed it.
+struct Pems {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    ca: Vec<u8>,
+}
+
+fn generate(hosts: &[String]) -> Result<Pems, Error> {
+    let err = |e: rcgen::Error| Error::Webhook(format!("generating the webhook certificate: {e}"));
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "govbroker-webhook-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let key = KeyPair::generate().map_err(err)?;
+    let mut params = CertificateParams::new(hosts.to_vec()).map_err(err)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "govbroker-webhook");
+    let cert = params.signed_by(&key, &issuer).map_err(err)?;
+    Ok(Pems {
+        cert: cert.pem().into_bytes(),
+        key: key.serialize_pem().into_bytes(),
+        ca: ca_cert.pem().into_bytes(),
+    })
+}
