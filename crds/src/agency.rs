@@ -181,11 +181,15 @@ pub struct AgencyStatus {
 #[serde(rename_all = "camelCase")]
 pub struct AgencyQuotaStatus {
     /// The agency's quota (`spec.quota`).
+    #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
     pub hard: ResourceAmounts,
     /// Requested now in the agency's own namespaces (from their ResourceQuotas).
+    #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
     pub used: ResourceAmounts,
     /// Granted to the agency's environments.
+    #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
     pub environments: ResourceAmounts,
     /// Granted to child agencies (the sum of their `spec.quota`).
+    #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
     pub granted_to_children: ResourceAmounts,
 }

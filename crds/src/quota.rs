@@ -100,6 +100,11 @@ impl QuotaResource {
 }
 
 impl ResourceAmounts {
+    /// Whether no resource is named at all.
+    pub fn is_empty(&self) -> bool {
+        QuotaResource::ALL.iter().all(|r| self.get(*r).is_none())
+    }
+
     /// The amount of one resource, if granted.
     pub fn get(&self, resource: QuotaResource) -> Option<&Quantity> {
         match resource {

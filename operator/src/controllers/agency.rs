@@ -30,7 +30,6 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::AgencyTree;
 use crate::apply::Applier;
 use crate::{Context, Error};
 
@@ -144,7 +143,7 @@ where
 /// Runs the agency controller until `shutdown` is cancelled.
 pub async fn run(
     ctx: Arc<Context>,
-    tree: AgencyTree,
+    controller: Controller<Agency>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let client = ctx.client.clone();
@@ -187,11 +186,11 @@ pub async fn run(
         resource_quota_meta,
     };
 
-    let agencies = tree.store.clone();
+    let agencies = controller.store();
     let lookup = agencies.clone();
     // A change to an agency concerns its parent (children's quotas, count) and its
     // children (inherited labels and RBAC); they are woken too.
-    let relatives = move |a: Arc<Agency>| {
+    let relatives = move |a: Agency| {
         let name = a.name_any();
         let mut refs: Vec<ObjectRef<Agency>> = lookup
             .state()
@@ -199,8 +198,14 @@ pub async fn run(
             .filter(|c| c.spec.parent.as_deref() == Some(name.as_str()))
             .map(|c| ObjectRef::from_obj(c.as_ref()))
             .collect();
-        if let Some(parent) = &a.spec.parent {
-            refs.push(ObjectRef::new(parent));
+        if let Some(parent) = a
+            .spec
+            .parent
+            .as_ref()
+            .map(|p| ObjectRef::new(p))
+            .filter(|p| lookup.get(p).is_some())
+        {
+            refs.push(parent);
         }
         refs
     };
@@ -211,23 +216,23 @@ pub async fn run(
         owned: owned.clone(),
     });
 
-    let controller = Controller::for_shared_stream(tree.events.clone(), agencies.clone())
-        .owns_stream(ns_stream)
-        .owns_stream(rq_stream)
-        .owns_stream(lr_stream)
-        .owns_stream(np_stream)
-        .owns_stream(rb_stream)
-        .owns_stream(cr_stream)
-        .owns_stream(crb_stream)
-        .owns_stream(rqm_stream)
-        .watches_shared_stream(tree.events.clone(), relatives)
+    let controller = controller
+        .watches_stream(ns_stream, owner_agency)
+        .watches_stream(rq_stream, owner_agency)
+        .watches_stream(lr_stream, owner_agency)
+        .watches_stream(np_stream, owner_agency)
+        .watches_stream(rb_stream, owner_agency)
+        .watches_stream(cr_stream, owner_agency)
+        .watches_stream(crb_stream, owner_agency)
+        .watches_stream(rqm_stream, owner_agency)
+        .watches(
+            Api::<Agency>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+            relatives,
+        )
         .with_config(kube::runtime::controller::Config::default().concurrency(16))
         .graceful_shutdown_on(async move { shutdown.cancelled().await });
 
-    tree.store
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache(format!("agencies: {e}")))?;
     info!("agency controller started");
     controller
         .run(reconcile, error_policy, state)
@@ -238,6 +243,15 @@ pub async fn run(
         })
         .await;
     Ok(())
+}
+
+/// The agency an owned object belongs to, by its label. Owner references cannot be used
+/// to find it: the owner of a namespaced object is looked up in the object's own
+/// namespace, and an Agency has none.
+fn owner_agency<K: ResourceExt>(obj: K) -> Option<ObjectRef<Agency>> {
+    obj.labels()
+        .get(AGENCY_LABEL)
+        .map(|name| ObjectRef::new(name))
 }
 
 fn error_policy(agency: Arc<Agency>, error: &Error, state: Arc<State>) -> Action {

@@ -16,14 +16,13 @@ use govbroker_domain::quantity::Amounts;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::AgencyTree;
 use crate::apply::Applier;
 use crate::webhook::merged_quota;
 use crate::{Context, Error};
@@ -35,14 +34,14 @@ pub const FIELD_MANAGER: &str = "govbroker-quota-requests";
 
 struct State {
     ctx: Arc<Context>,
-    tree: AgencyTree,
+    agencies: Store<Agency>,
     recorder: Recorder,
 }
 
 /// Runs the quota-request controller until `shutdown` is cancelled.
 pub async fn run(
     ctx: Arc<Context>,
-    tree: AgencyTree,
+    agencies: Store<Agency>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let recorder = Recorder::new(
@@ -54,12 +53,11 @@ pub async fn run(
     );
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        tree,
+        agencies,
         recorder,
     });
     state
-        .tree
-        .store
+        .agencies
         .wait_until_ready()
         .await
         .map_err(|e| Error::Cache(format!("agencies: {e}")))?;
@@ -136,7 +134,7 @@ async fn reconcile(qr: Arc<QuotaRequest>, state: Arc<State>) -> Result<Action, E
                 event = Some((EventType::Normal, "QuotaRejected", status.message.clone()));
             }
             DecisionOutcome::Approved => {
-                let agency = state.tree.store.get(&ObjectRef::new(agency_name));
+                let agency = state.agencies.get(&ObjectRef::new(agency_name));
                 let outcome = match agency {
                     None => Err(format!("agency \"{agency_name}\" no longer exists")),
                     Some(agency) => apply_quota(&applier, &agency, &qr).await?,
@@ -186,7 +184,7 @@ async fn reconcile(qr: Arc<QuotaRequest>, state: Arc<State>) -> Result<Action, E
         if let Err(e) = state.recorder.publish(&ev, &qr.object_ref(&())).await {
             warn!(error = %e, "could not record the decision event on the request");
         }
-        if let Some(agency) = state.tree.store.get(&ObjectRef::new(agency_name))
+        if let Some(agency) = state.agencies.get(&ObjectRef::new(agency_name))
             && let Err(e) = state.recorder.publish(&ev, &agency.object_ref(&())).await
         {
             warn!(error = %e, "could not record the decision event on the agency");
