@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use kube::Client;
 
-use crate::{Metrics, Settings};
+use crate::{Metrics, Readiness, Settings};
 
 /// What every controller needs, built once at start-up after the API server answered
 /// and shared as `Arc<Context>`.
@@ -18,15 +18,23 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Settings parsed at start-up.
     pub settings: Arc<Settings>,
+    /// What `/readyz` answers; the webhook reports when it is configured.
+    pub readiness: Readiness,
 }
 
 impl Context {
     /// Bundles the shared parts.
-    pub fn new(client: Client, metrics: Arc<Metrics>, settings: Arc<Settings>) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        settings: Arc<Settings>,
+        readiness: Readiness,
+    ) -> Self {
         Self {
             client,
             metrics,
             settings,
+            readiness,
         }
     }
 }

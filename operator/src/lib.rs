@@ -65,7 +65,7 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
 
     let result = match connect::connect(&readiness, &shutdown).await {
         Some(client) => {
-            let ctx = Arc::new(Context::new(client, metrics, settings));
+            let ctx = Arc::new(Context::new(client, metrics, settings, readiness.clone()));
             readiness.connected();
             controllers::run(ctx, shutdown.clone()).await
         }

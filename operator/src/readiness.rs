@@ -18,7 +18,9 @@ pub enum ReadyState {
     NoKubeConfig,
     /// The API server did not answer; retrying.
     ApiUnreachable,
-    /// The API server answered; controllers are running.
+    /// The API server answered; the controllers start and the webhook is being set up.
+    Connected,
+    /// Controllers are running and the admission webhook is configured.
     Ready,
     /// Shutting down; stays so until the process ends.
     ShuttingDown,
@@ -33,6 +35,8 @@ pub enum ReadyEvent {
     ApiFailed,
     /// The API server answered.
     ApiAnswered,
+    /// The admission webhook serves and is configured (or is not run by this process).
+    Serving,
     /// Shutdown was requested.
     ShutdownRequested,
 }
@@ -46,7 +50,9 @@ impl ReadyState {
             }
             (_, ReadyEvent::KubeConfigMissing) => ReadyState::NoKubeConfig,
             (_, ReadyEvent::ApiFailed) => ReadyState::ApiUnreachable,
-            (_, ReadyEvent::ApiAnswered) => ReadyState::Ready,
+            (_, ReadyEvent::ApiAnswered) => ReadyState::Connected,
+            (ReadyState::Connected | ReadyState::Ready, ReadyEvent::Serving) => ReadyState::Ready,
+            (state, ReadyEvent::Serving) => state,
         }
     }
 
@@ -63,6 +69,7 @@ impl ReadyState {
                 "no Kubernetes client configuration (KUBECONFIG, ~/.kube/config, in-cluster); retrying"
             }
             ReadyState::ApiUnreachable => "Kubernetes API server unreachable; retrying",
+            ReadyState::Connected => "starting the controllers and the admission webhook",
             ReadyState::Ready => "ok",
             ReadyState::ShuttingDown => "shutting down",
         }
@@ -101,7 +108,12 @@ impl Readiness {
         self.record(ReadyEvent::ApiAnswered)
     }
 
-    /// Shutdown was requested.
+    /// The admission webhook serves and is configured, or this process runs none.
+    pub fn serving(&self) -> ReadyState {
+        self.record(ReadyEvent::Serving)
+    }
+
+    /// Records that shutdown was requested.
     pub fn shutting_down(&self) -> ReadyState {
         self.record(ReadyEvent::ShutdownRequested)
     }
@@ -130,7 +142,12 @@ mod tests {
         assert_eq!(readiness.record(ApiFailed), ReadyState::ApiUnreachable);
         assert!(!readiness.get().is_ready());
 
-        assert_eq!(readiness.connected(), ReadyState::Ready);
+        assert_eq!(readiness.connected(), ReadyState::Connected);
+        assert!(
+            !readiness.get().is_ready(),
+            "not ready before the webhook is configured"
+        );
+        assert_eq!(readiness.serving(), ReadyState::Ready);
         assert!(readiness.get().is_ready());
         assert_eq!(readiness.get().reason(), "ok");
     }
@@ -149,6 +166,15 @@ mod tests {
             }
             assert!(!down.is_ready());
         }
+    }
+
+    #[test]
+    fn serving_before_connecting_changes_nothing() {
+        assert_eq!(ReadyState::Starting.on(Serving), ReadyState::Starting);
+        assert_eq!(
+            ReadyState::ApiUnreachable.on(Serving),
+            ReadyState::ApiUnreachable
+        );
     }
 
     #[test]

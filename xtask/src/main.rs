@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 
 /// Loopback address of the operator's health and metrics server in the local cloud.
 const OPERATOR_METRICS_ADDR: &str = "127.0.0.1:18080";
+/// Loopback address of the operator's admission webhook in the local cloud.
+const OPERATOR_WEBHOOK_ADDR: &str = "127.0.0.1:18443";
 
 #[derive(Parser)]
 #[command(
@@ -256,7 +258,46 @@ impl Project {
                 .arg("env")
                 .arg(format!("KUBECONFIG={}", kubeconfig.display()))
                 .arg(operator)
-                .args(["--metrics-addr", OPERATOR_METRICS_ADDR]),
+                .args([
+                    "--metrics-addr",
+                    OPERATOR_METRICS_ADDR,
+                    "--webhook-addr",
+                    OPERATOR_WEBHOOK_ADDR,
+                ])
+                .arg(format!("--webhook-url=https://{OPERATOR_WEBHOOK_ADDR}")),
+        )?;
+        self.wait_operator_ready()?;
+
+        step("Seeding the demo agencies (demo/agencies.yaml)");
+        run_cmd(
+            Command::new(self.cluster_bin().join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "apply",
+                    "--server-side",
+                    "--field-manager=govbroker-demo",
+                    "-f",
+                ])
+                .arg(self.root.join("demo/agencies.yaml")),
+        )?;
+        run_cmd(
+            Command::new(self.cluster_bin().join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args([
+                    "wait",
+                    "--for=condition=Ready",
+                    "--timeout=120s",
+                    "agencies",
+                    "--all",
+                ]),
+        )?;
+        run_cmd(
+            Command::new(self.cluster_bin().join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["get", "agencies", "-o", "wide"]),
         )?;
 
         let bin = self.cluster_bin();
@@ -266,7 +307,9 @@ impl Project {
              Point kubectl at it:\n  \
                export KUBECONFIG={kubeconfig}\n  \
                export PATH={bin}:$PATH          # kubectl {k8s} is built there\n  \
-               kubectl get nodes,namespaces\n\n\
+               kubectl get agencies              # the demo tree (short name: ag)\n  \
+               kubectl get ns -l govbroker.io/agency=so-tttt-da-nang\n  \
+               kubectl explain agency.spec\n\n\
              Operator:  http://{metrics}/healthz  /readyz  /metrics\n\
              Logs:      {logs}/  (kube-apiserver.log, operator.log, ...)\n\
              Stop it:   cargo xtask cloud down   (add --purge to forget its data)",
@@ -278,6 +321,31 @@ impl Project {
             logs = logs.display(),
         );
         Ok(())
+    }
+
+    /// Waits until the operator answers /readyz (connected, webhook configured).
+    fn wait_operator_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(OPERATOR_METRICS_ADDR) {
+                use std::io::{Read as _, Write as _};
+                let mut response = String::new();
+                let asked = write!(stream, "GET /readyz HTTP/1.0\r\n\r\n").is_ok();
+                if asked
+                    && stream.read_to_string(&mut response).is_ok()
+                    && response.split_whitespace().nth(1) == Some("200")
+                {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the operator did not become ready within 120s; see {}",
+                    self.state_dir().join("logs/operator.log").display()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
     }
 
     fn test(&self, keep: bool, cargo_test_args: &[String]) -> Result<()> {

@@ -43,6 +43,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
             if ctx.settings.webhook {
                 webhook::run(ctx.clone(), store.clone(), shutdown.clone()).await
             } else {
+                ctx.readiness.serving();
                 std::future::pending().await
             }
         } => result,

@@ -96,6 +96,7 @@ pub async fn run(
         .map_err(|e| Error::Cache(format!("agencies: {e}")))?;
     apply_configurations(&ctx, &tls.ca_bundle).await?;
     info!("webhook configurations applied");
+    ctx.readiness.serving();
 
     serving.await.map_err(Error::Task)?.map_err(Error::Http)
 }
