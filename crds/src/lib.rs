@@ -51,4 +51,58 @@ pub const VERSION: &str = "v1alpha1";
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt as _;
     vec![Agency::crd(), QuotaRequest::crd()]
+        .into_iter()
+        .map(reflow_descriptions)
+        .collect()
+}
+
+/// Joins the hard-wrapped lines of doc comments into paragraphs, so that `kubectl
+/// explain` wraps descriptions to the terminal instead of breaking them mid-sentence.
+fn reflow_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    match v {
+                        serde_json::Value::String(text) if key == "description" => {
+                            *text = reflow(text);
+                        }
+                        _ => walk(v),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
+}
+
+/// One paragraph per blank-line-separated block, its lines joined by spaces.
+fn reflow(text: &str) -> String {
+    text.split("\n\n")
+        .map(|paragraph| {
+            paragraph
+                .split('\n')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reflow;
+
+    #[test]
+    fn reflow_joins_lines_and_keeps_paragraphs() {
+        assert_eq!(reflow("a first\nline\n\nsecond"), "a first line\n\nsecond");
+        assert_eq!(reflow("single"), "single");
+    }
 }
