@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod apply;
+pub mod cache;
 pub mod connect;
 pub mod context;
 pub mod controllers;

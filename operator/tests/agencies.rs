@@ -409,6 +409,12 @@ async fn the_webhook_refuses_bad_trees_with_clear_messages() {
         let commune_uid = api.get(&commune).await?.uid().context("uid")?;
         wait_for(&api, &commune, "the commune to go with its province", DEFAULT_TIMEOUT, conditions::is_deleted(&commune_uid)).await?;
         wait_for(&Api::<Namespace>::all(t.client.clone()), &prod, "the province's namespace to go", DEFAULT_TIMEOUT, conditions::is_deleted(&ns_uid)).await?;
+        let roles = Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(t.client.clone());
+        let role = format!("govbroker:agency:{province}:reader");
+        if let Some(r) = roles.get_opt(&role).await? {
+            let uid = r.uid().context("uid")?;
+            wait_for(&roles, &role, "the province's ClusterRole to go", DEFAULT_TIMEOUT, conditions::is_deleted(&uid)).await?;
+        }
         tree.cleanup().await
     })
     .await;

@@ -102,6 +102,7 @@ pub struct State {
     ctx: Arc<Context>,
     agencies: Store<Agency>,
     owned: Owned,
+    owned_ready: crate::cache::Ready,
 }
 
 fn managed() -> watcher::Config {
@@ -113,7 +114,21 @@ fn managed() -> watcher::Config {
 /// Drops what the caches do not need (managed fields), to keep memory small at
 /// national scale.
 fn slim<K>(obj: &mut PartialObjectMeta<K>) {
-    obj.metadata.managed_fields = None;
+    slim_meta(&mut obj.metadata);
+}
+
+/// Keeps only what the controller reads of an owned object's metadata: its name,
+/// namespace, deletion mark, agency and environment labels and applied hash.
+fn slim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.generate_name = None;
+    if let Some(labels) = &mut meta.labels {
+        labels.retain(|k, _| k == AGENCY_LABEL || k == ENVIRONMENT_LABEL);
+    }
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|k, _| k == crate::apply::APPLIED_HASH_ANNOTATION);
+    }
 }
 
 /// Starts a metadata watch feeding a store; returns the store and the stream of changed
@@ -168,7 +183,9 @@ pub async fn run(
         rq_writer,
         watcher(Api::<ResourceQuota>::all(client.clone()), managed()).map_ok(|ev| {
             ev.modify(|q| {
-                q.metadata.managed_fields = None;
+                slim_meta(&mut q.metadata);
+                // Only the used amounts are read.
+                q.spec = None;
             })
         }),
     )
@@ -214,17 +231,21 @@ pub async fn run(
         ctx: ctx.clone(),
         agencies: agencies.clone(),
         owned: owned.clone(),
+        owned_ready: {
+            let owned = owned.clone();
+            crate::cache::Ready::spawn(async move { owned.wait_until_ready().await })
+        },
     });
 
     let controller = controller
-        .watches_stream(ns_stream, owner_agency)
-        .watches_stream(rq_stream, owner_agency)
-        .watches_stream(lr_stream, owner_agency)
-        .watches_stream(np_stream, owner_agency)
-        .watches_stream(rb_stream, owner_agency)
-        .watches_stream(cr_stream, owner_agency)
-        .watches_stream(crb_stream, owner_agency)
-        .watches_stream(rqm_stream, owner_agency)
+        .watches_stream(ns_stream, owner_agency(agencies.clone()))
+        .watches_stream(rq_stream, owner_agency(agencies.clone()))
+        .watches_stream(lr_stream, owner_agency(agencies.clone()))
+        .watches_stream(np_stream, owner_agency(agencies.clone()))
+        .watches_stream(rb_stream, owner_agency(agencies.clone()))
+        .watches_stream(cr_stream, owner_agency(agencies.clone()))
+        .watches_stream(crb_stream, owner_agency(agencies.clone()))
+        .watches_stream(rqm_stream, owner_agency(agencies.clone()))
         .watches(
             Api::<Agency>::all(client.clone()),
             watcher::Config::default().any_semantic(),
@@ -245,13 +266,18 @@ pub async fn run(
     Ok(())
 }
 
-/// The agency an owned object belongs to, by its label. Owner references cannot be used
-/// to find it: the owner of a namespaced object is looked up in the object's own
-/// namespace, and an Agency has none.
-fn owner_agency<K: ResourceExt>(obj: K) -> Option<ObjectRef<Agency>> {
-    obj.labels()
-        .get(AGENCY_LABEL)
-        .map(|name| ObjectRef::new(name))
+/// Maps an owned object to the agency it belongs to, by its label, if that agency
+/// exists. Owner references cannot be used to find it: the owner of a namespaced object
+/// is looked up in the object's own namespace, and an Agency has none.
+fn owner_agency<K: ResourceExt>(
+    agencies: Store<Agency>,
+) -> impl Fn(K) -> Option<ObjectRef<Agency>> + Send + Sync + 'static {
+    move |obj| {
+        obj.labels()
+            .get(AGENCY_LABEL)
+            .map(|name| ObjectRef::new(name))
+            .filter(|r| agencies.get(r).is_some())
+    }
 }
 
 fn error_policy(agency: Arc<Agency>, error: &Error, state: Arc<State>) -> Action {
@@ -328,7 +354,7 @@ async fn reconcile(agency: Arc<Agency>, state: Arc<State>) -> Result<Action, Err
     // The owned caches must be complete before anything is compared with them, or every
     // agency would look unapplied and be written again after a restart. The controller
     // feeds them, so this waits only at start-up.
-    state.owned.wait_until_ready().await?;
+    state.owned_ready.wait().await?;
     let _timer = state.ctx.metrics.reconcile_started(CONTROLLER);
     if agency.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove namespaces and RBAC.

@@ -30,8 +30,9 @@ pub const CONTROLLERS: &[&str] = &[agency::CONTROLLER, quota_request::CONTROLLER
 /// of them returns.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), Error> {
     info!(controllers = ?CONTROLLERS, "starting controllers");
-    // The agency controller's cache of every Agency is shared with the webhook and the
-    // quota-request controller; it fills once the agency controller runs.
+    // The agency controller's cache of every Agency is shared with the webhook; it fills
+    // once the agency controller runs. Nothing else may wait on it: the controller does,
+    // and `Store::wait_until_ready` wakes only one waiter (see `cache`).
     let agencies = Controller::new(
         Api::<Agency>::all(ctx.client.clone()),
         watcher::Config::default().any_semantic(),
@@ -47,7 +48,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
                 std::future::pending().await
             }
         } => result,
-        result = quota_request::run(ctx.clone(), store.clone(), shutdown.clone()) => result,
+        result = quota_request::run(ctx.clone(), shutdown.clone()) => result,
         result = agency::run(ctx.clone(), agencies, shutdown.clone()) => result,
     }
 }

@@ -16,7 +16,6 @@ use govbroker_domain::quantity::Amounts;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -34,16 +33,11 @@ pub const FIELD_MANAGER: &str = "govbroker-quota-requests";
 
 struct State {
     ctx: Arc<Context>,
-    agencies: Store<Agency>,
     recorder: Recorder,
 }
 
 /// Runs the quota-request controller until `shutdown` is cancelled.
-pub async fn run(
-    ctx: Arc<Context>,
-    agencies: Store<Agency>,
-    shutdown: CancellationToken,
-) -> Result<(), Error> {
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), Error> {
     let recorder = Recorder::new(
         ctx.client.clone(),
         Reporter {
@@ -53,14 +47,8 @@ pub async fn run(
     );
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        agencies,
         recorder,
     });
-    state
-        .agencies
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache(format!("agencies: {e}")))?;
     Controller::new(
         Api::<QuotaRequest>::all(ctx.client.clone()),
         watcher::Config::default().any_semantic(),
@@ -134,7 +122,10 @@ async fn reconcile(qr: Arc<QuotaRequest>, state: Arc<State>) -> Result<Action, E
                 event = Some((EventType::Normal, "QuotaRejected", status.message.clone()));
             }
             DecisionOutcome::Approved => {
-                let agency = state.agencies.get(&ObjectRef::new(agency_name));
+                // Read live: the decision must be applied to the agency as it is now.
+                let agency = Api::<Agency>::all(state.ctx.client.clone())
+                    .get_opt(agency_name)
+                    .await?;
                 let outcome = match agency {
                     None => Err(format!("agency \"{agency_name}\" no longer exists")),
                     Some(agency) => apply_quota(&applier, &agency, &qr).await?,
@@ -184,7 +175,9 @@ async fn reconcile(qr: Arc<QuotaRequest>, state: Arc<State>) -> Result<Action, E
         if let Err(e) = state.recorder.publish(&ev, &qr.object_ref(&())).await {
             warn!(error = %e, "could not record the decision event on the request");
         }
-        if let Some(agency) = state.agencies.get(&ObjectRef::new(agency_name))
+        if let Ok(Some(agency)) = Api::<Agency>::all(state.ctx.client.clone())
+            .get_opt(agency_name)
+            .await
             && let Err(e) = state.recorder.publish(&ev, &agency.object_ref(&())).await
         {
             warn!(error = %e, "could not record the decision event on the agency");

@@ -89,11 +89,8 @@ pub async fn run(
     handle.listening().await;
     info!(addr = %settings.webhook_addr, "serving the admission webhook");
 
-    // Rules are answered from the agency cache: it must be complete first.
-    agencies
-        .wait_until_ready()
-        .await
-        .map_err(|e| Error::Cache(format!("agencies: {e}")))?;
+    // Rules are answered from the agency cache, and from live reads while the cache is
+    // still filling or lags (see `agency::lookup`).
     apply_configurations(&ctx, &tls.ca_bundle).await?;
     info!("webhook configurations applied");
     ctx.readiness.serving();
