@@ -49,8 +49,9 @@ pub struct Settings {
     )]
     pub webhook_service_name: String,
 
-    /// Directory with `tls.crt`, `tls.key` (and optionally `ca.crt`) for the webhook.
-    /// Without it a certificate is generated at start-up.
+    /// Directory with `tls.crt`, `tls.key` (and optionally `ca.crt`) for the webhook. If it
+    /// holds none, a CA and certificate are generated into it and reused by later starts.
+    /// Without it a certificate is generated in memory at every start.
     #[arg(long, env = "GOVBROKER_WEBHOOK_CERT_DIR")]
     pub webhook_cert_dir: Option<std::path::PathBuf>,
 

@@ -264,7 +264,9 @@ impl Project {
                     "--webhook-addr",
                     OPERATOR_WEBHOOK_ADDR,
                 ])
-                .arg(format!("--webhook-url=https://{OPERATOR_WEBHOOK_ADDR}")),
+                .arg(format!("--webhook-url=https://{OPERATOR_WEBHOOK_ADDR}"))
+                .arg("--webhook-cert-dir")
+                .arg(self.state_dir().join("webhook-pki")),
         )?;
         self.wait_operator_ready()?;
 

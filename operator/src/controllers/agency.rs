@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::{BoxFuture, try_join_all};
 use futures::{StreamExt as _, TryStreamExt as _};
 use govbroker_crds::{Agency, AgencyQuotaStatus, AgencyStatus, QuotaResource};
 use govbroker_domain::isolation::{
@@ -251,7 +252,7 @@ pub async fn run(
             watcher::Config::default().any_semantic(),
             relatives,
         )
-        .with_config(kube::runtime::controller::Config::default().concurrency(16))
+        .with_config(kube::runtime::controller::Config::default().concurrency(32))
         .graceful_shutdown_on(async move { shutdown.cancelled().await });
 
     info!("agency controller started");
@@ -331,14 +332,24 @@ async fn link_to_parent(
         "kind": "Agency",
         "metadata": { "name": agency.name_any(), "ownerReferences": [reference] },
     });
-    Api::<Agency>::all(state.ctx.client.clone())
-        .patch(
-            &agency.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(())
+    gone_is_fine(
+        Api::<Agency>::all(state.ctx.client.clone())
+            .patch(
+                &agency.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await,
+    )
+}
+
+/// An agency deleted between the event and the write is not an error.
+fn gone_is_fine<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn owner_reference(agency: &Agency) -> Option<OwnerReference> {
@@ -376,56 +387,56 @@ async fn reconcile(agency: Arc<Agency>, state: Arc<State>) -> Result<Action, Err
     let ancestor_refs: Vec<&Agency> = ancestors.iter().map(AsRef::as_ref).collect();
     let owned = &state.owned;
 
-    // Namespaces of environments and what each gets.
+    // Namespaces of environments first (what lives in them needs them), then everything
+    // else at once: the writes of one agency do not depend on each other.
     let mut namespaces = Vec::new();
     let mut problems = Vec::new();
+    let mut environments = Vec::new();
     for env in &agency.spec.environments {
-        let ns = isolation::namespace_name(&name, &env.name);
-        let quota =
-            match Amounts::from_spec(&env.quota, &format!("environments[{}].quota", env.name)) {
-                Ok(q) => q,
-                Err(e) => {
-                    problems.push(e.to_string());
-                    continue;
-                }
-            };
-        applier
-            .apply(
-                &owned.namespaces,
-                owned_by(isolation::namespace(&agency, &ancestor_refs, env), &owner),
-            )
-            .await?;
-        applier
-            .apply(
-                &owned.resource_quota_meta,
-                owned_by(isolation::resource_quota(&name, &ns, &quota), &owner),
-            )
-            .await?;
-        applier
-            .apply(
-                &owned.limit_ranges,
-                owned_by(isolation::limit_range(&name, &ns), &owner),
-            )
-            .await?;
-        for policy in isolation::network_policies(&name, &ns, agency.spec.security_level) {
-            applier
-                .apply(&owned.network_policies, owned_by(policy, &owner))
-                .await?;
+        match Amounts::from_spec(&env.quota, &format!("environments[{}].quota", env.name)) {
+            Ok(quota) => {
+                environments.push((env, isolation::namespace_name(&name, &env.name), quota))
+            }
+            Err(e) => problems.push(e.to_string()),
         }
-        for binding in isolation::role_bindings(&agency, &ancestor_refs, &ns) {
-            applier
-                .apply(&owned.role_bindings, owned_by(binding, &owner))
-                .await?;
+    }
+    try_join_all(environments.iter().map(|(env, _, _)| {
+        applier.apply(
+            &owned.namespaces,
+            owned_by(isolation::namespace(&agency, &ancestor_refs, env), &owner),
+        )
+    }))
+    .await?;
+    let mut writes: Vec<BoxFuture<'_, Result<bool, Error>>> = Vec::new();
+    for (_, ns, quota) in &environments {
+        writes.push(Box::pin(applier.apply(
+            &owned.resource_quota_meta,
+            owned_by(isolation::resource_quota(&name, ns, quota), &owner),
+        )));
+        writes.push(Box::pin(applier.apply(
+            &owned.limit_ranges,
+            owned_by(isolation::limit_range(&name, ns), &owner),
+        )));
+        for policy in isolation::network_policies(&name, ns, agency.spec.security_level) {
+            writes.push(Box::pin(
+                applier.apply(&owned.network_policies, owned_by(policy, &owner)),
+            ));
         }
-        namespaces.push(ns);
+        for binding in isolation::role_bindings(&agency, &ancestor_refs, ns) {
+            writes.push(Box::pin(
+                applier.apply(&owned.role_bindings, owned_by(binding, &owner)),
+            ));
+        }
+        namespaces.push(ns.clone());
     }
     let (role, binding) = isolation::agency_reader_rbac(&agency, &ancestor_refs);
-    applier
-        .apply(&owned.cluster_roles, owned_by(role, &owner))
-        .await?;
-    applier
-        .apply(&owned.cluster_role_bindings, owned_by(binding, &owner))
-        .await?;
+    writes.push(Box::pin(
+        applier.apply(&owned.cluster_roles, owned_by(role, &owner)),
+    ));
+    writes.push(Box::pin(
+        applier.apply(&owned.cluster_role_bindings, owned_by(binding, &owner)),
+    ));
+    try_join_all(writes).await?;
 
     // Environments removed from the spec: their namespaces go, found by label.
     let wanted: BTreeSet<&str> = agency
@@ -646,12 +657,13 @@ async fn write_status(
         status: &status,
     };
     applier.count::<Agency>();
-    Api::<Agency>::all(state.ctx.client.clone())
-        .patch_status(
-            &agency.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
-    Ok(())
+    gone_is_fine(
+        Api::<Agency>::all(state.ctx.client.clone())
+            .patch_status(
+                &agency.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await,
+    )
 }

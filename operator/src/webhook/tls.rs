@@ -20,8 +20,27 @@ pub struct Tls {
 }
 
 /// Reads the certificate from `dir`, or generates a CA and a serving certificate for
-/// `hosts` (DNS names and IP addresses) when no directory is given.
+/// `hosts` (DNS names and IP addresses): kept in `dir` when one is given and empty (so a
+/// restarted operator keeps its CA and the API server never sees an unknown one), in
+/// memory otherwise.
 pub fn load_or_generate(dir: Option<&Path>, hosts: &[String]) -> Result<Tls, Error> {
+    if let Some(dir) = dir.filter(|d| !d.join("tls.crt").exists()) {
+        let pems = generate(hosts)?;
+        let write = |name: &str, bytes: &[u8]| {
+            std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(dir.join(name), bytes))
+                .map_err(|e| Error::Webhook(format!("writing {}: {e}", dir.join(name).display())))
+        };
+        write("ca.crt", &pems.ca)?;
+        write("tls.crt", &pems.cert)?;
+        write("tls.key", &pems.key)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir.join("tls.key"), std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| Error::Webhook(format!("protecting the webhook key: {e}")))?;
+        }
+    }
     let (cert_pem, key_pem, ca_pem) = match dir {
         Some(dir) => {
             let read = |name: &str| {

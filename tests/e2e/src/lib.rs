@@ -265,7 +265,11 @@ impl Cluster {
                 "--webhook-addr",
                 OPERATOR_WEBHOOK_ADDR,
             ])
-            .arg(format!("--webhook-url=https://{OPERATOR_WEBHOOK_ADDR}")))?;
+            .arg(format!("--webhook-url=https://{OPERATOR_WEBHOOK_ADDR}"))
+            // One CA for every start: a restart never leaves the API server with a
+            // caBundle that no longer matches.
+            .arg("--webhook-cert-dir")
+            .arg(self.state_dir.join("webhook-pki")))?;
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         loop {
             if http_get(OPERATOR_HTTP_ADDR, "/readyz").is_ok_and(|(code, _)| code == 200) {
