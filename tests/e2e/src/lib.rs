@@ -62,17 +62,21 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `<target>/cluster`: beside the test binaries (`<target>/debug/deps/...`) unless
-/// `GOVBROKER_CLUSTER_DIR` says otherwise.
+/// `<target>/cluster`, found from the running binary (`<target>/<profile>/deps/<test>` or
+/// `<target>/<profile>/<bin>`) unless `GOVBROKER_CLUSTER_DIR` says otherwise.
 fn cluster_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("GOVBROKER_CLUSTER_DIR") {
         return Ok(PathBuf::from(dir));
     }
     let exe = std::env::current_exe()?;
-    let target = exe
+    let profile = exe
         .ancestors()
-        .nth(3)
-        .context("test binary is not under <target>/<profile>/deps")?;
+        .skip(1)
+        .find(|dir| dir.join(".fingerprint").is_dir())
+        .context("this binary is not under a cargo target directory (<target>/<profile>/)")?;
+    let target = profile
+        .parent()
+        .context("a profile directory has a parent")?;
     Ok(target.join("cluster"))
 }
 

@@ -95,18 +95,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // govbroker_e2e finds the control plane beside test binaries (<target>/<profile>/deps);
-    // this binary lives one level higher, so it tells where with GOVBROKER_CLUSTER_DIR.
-    // Setting the variable in-process needs `unsafe`, so the benchmark re-runs itself.
-    if std::env::var_os("GOVBROKER_CLUSTER_DIR").is_none() {
-        return match reexec_with_cluster_dir() {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("agency-tree: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -133,20 +121,6 @@ fn target_dir() -> Result<PathBuf> {
         .nth(2)
         .map(Path::to_path_buf)
         .context("this binary is not under <target>/<profile>/")
-}
-
-fn reexec_with_cluster_dir() -> Result<ExitCode> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    let status = std::process::Command::new(&exe)
-        .args(std::env::args_os().skip(1))
-        .env("GOVBROKER_CLUSTER_DIR", target_dir()?.join("cluster"))
-        .status()
-        .with_context(|| format!("re-running {}", exe.display()))?;
-    Ok(match status.code() {
-        Some(0) => ExitCode::SUCCESS,
-        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
-        None => ExitCode::FAILURE,
-    })
 }
 
 /// The operator binary: `--operator`, else release, else debug.
