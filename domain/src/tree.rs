@@ -550,6 +550,24 @@ fn plural(count: usize, one: &'static str, many: &'static str) -> &'static str {
     if count == 1 { one } else { many }
 }
 
+/// The owner reference that ties an agency to its parent, so that deleting a parent
+/// (allowed only with the cascade annotation) removes its subtree through the garbage
+/// collector. `None` when the parent has no name or uid yet.
+pub fn parent_reference(
+    parent: &Agency,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: format!("{}/{}", govbroker_crds::GROUP, govbroker_crds::VERSION),
+            kind: "Agency".to_owned(),
+            name: parent.metadata.name.clone()?,
+            uid: parent.metadata.uid.clone()?,
+            controller: Some(false),
+            block_owner_deletion: Some(true),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

@@ -16,7 +16,7 @@ use govbroker_crds::{Agency, AgencyQuotaStatus, AgencyStatus, QuotaResource};
 use govbroker_domain::isolation::{
     self, AGENCY_LABEL, ENVIRONMENT_LABEL, MANAGED_BY, MANAGED_BY_LABEL,
 };
-use govbroker_domain::quantity::{Amounts, usage_summary};
+use govbroker_domain::quantity::{Amount, Amounts, usage_summary};
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
@@ -252,7 +252,13 @@ pub async fn run(
             watcher::Config::default().any_semantic(),
             relatives,
         )
-        .with_config(kube::runtime::controller::Config::default().concurrency(32))
+        // A short debounce folds a burst of events (a parent whose children are being
+        // created) into one reconcile and one status write.
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(32)
+                .debounce(Duration::from_millis(300)),
+        )
         .graceful_shutdown_on(async move { shutdown.cancelled().await });
 
     info!("agency controller started");
@@ -314,16 +320,15 @@ async fn link_to_parent(
     agency: &Agency,
     parent: &Agency,
 ) -> Result<(), Error> {
-    let Some(mut reference) = parent.controller_owner_ref(&()) else {
+    let Some(reference) = govbroker_domain::tree::parent_reference(parent) else {
         return Ok(());
     };
-    reference.controller = Some(false);
     let current = agency
         .metadata
         .owner_references
         .as_deref()
         .unwrap_or_default();
-    if current.len() == 1 && current[0] == reference {
+    if current.contains(&reference) {
         return Ok(());
     }
     applier.count::<Agency>();
@@ -512,6 +517,14 @@ fn desired_status(
             .collect::<Vec<_>>()
             .iter(),
     );
+    // Every limited resource shows a usage, 0 until the quota controller has counted:
+    // the status then does not change (and is not written again) when it has.
+    let mut used = used;
+    for resource in QuotaResource::ALL {
+        if hard.contains(resource) && !used.contains(resource) {
+            used.set(resource, Amount::ZERO);
+        }
+    }
 
     let mut conditions = Vec::new();
     let parent_missing = agency

@@ -67,6 +67,47 @@ pub fn validate(
     })
 }
 
+/// Sets the agency's owner reference to its parent at admission, so the subtree is tied
+/// together from the first moment (no window in which a cascade deletion would miss a
+/// child the controller has not linked yet). Other owner references are kept.
+pub fn link_parent(
+    request: AdmissionRequest<Agency>,
+    state: WebhookState,
+) -> BoxFuture<'static, AdmissionResponse> {
+    Box::pin(async move {
+        let response = AdmissionResponse::from(&request);
+        let Some(agency) = &request.object else {
+            return response;
+        };
+        let parent = match &agency.spec.parent {
+            Some(p) => lookup(&state, p).await,
+            None => None,
+        };
+        let mut references: Vec<_> = agency
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .filter(|r| !(r.kind == "Agency" && r.api_version.starts_with(govbroker_crds::GROUP)))
+            .cloned()
+            .collect();
+        references.extend(parent.as_deref().and_then(tree::parent_reference));
+        if agency.metadata.owner_references.clone().unwrap_or_default() == references {
+            return response;
+        }
+        let patch = serde_json::json!([{"op": "add", "path": "/metadata/ownerReferences", "value": references}]);
+        match serde_json::from_value::<json_patch::Patch>(patch)
+            .map_err(|e| e.to_string())
+            .and_then(|p| response.clone().with_patch(p).map_err(|e| e.to_string()))
+        {
+            Ok(linked) => linked,
+            Err(e) => response.deny(format!(
+                "internal error linking the agency to its parent: {e}"
+            )),
+        }
+    })
+}
+
 /// An agency from the cache, or read live when the cache does not have it yet.
 pub async fn lookup(state: &WebhookState, name: &str) -> Option<Arc<Agency>> {
     if let Some(a) = state.agencies.get(&ObjectRef::new(name)) {

@@ -69,6 +69,10 @@ pub async fn run(
     let app = Router::new()
         .route("/validate/agency", post(review::<Agency>(agency::validate)))
         .route(
+            "/mutate/agency",
+            post(review::<Agency>(agency::link_parent)),
+        )
+        .route(
             "/mutate/quotarequest",
             post(review::<govbroker_crds::QuotaRequest>(quota_request::admit)),
         )
@@ -182,16 +186,28 @@ async fn apply_configurations(ctx: &Context, ca_bundle: &[u8]) -> Result<(), Err
             name: Some(CONFIGURATION_NAME.to_owned()),
             ..Default::default()
         },
-        webhooks: Some(vec![MutatingWebhook {
-            name: "quotarequests.govbroker.io".to_owned(),
-            admission_review_versions: vec!["v1".to_owned()],
-            client_config: client_config(ctx, ca_bundle, "/mutate/quotarequest"),
-            failure_policy: Some("Fail".to_owned()),
-            side_effects: "None".to_owned(),
-            timeout_seconds: Some(10),
-            rules: Some(vec![rule("quotarequests", &["CREATE", "UPDATE"])]),
-            ..Default::default()
-        }]),
+        webhooks: Some(vec![
+            MutatingWebhook {
+                name: "agencies.govbroker.io".to_owned(),
+                admission_review_versions: vec!["v1".to_owned()],
+                client_config: client_config(ctx, ca_bundle, "/mutate/agency"),
+                failure_policy: Some("Fail".to_owned()),
+                side_effects: "None".to_owned(),
+                timeout_seconds: Some(10),
+                rules: Some(vec![rule("agencies", &["CREATE", "UPDATE"])]),
+                ..Default::default()
+            },
+            MutatingWebhook {
+                name: "quotarequests.govbroker.io".to_owned(),
+                admission_review_versions: vec!["v1".to_owned()],
+                client_config: client_config(ctx, ca_bundle, "/mutate/quotarequest"),
+                failure_policy: Some("Fail".to_owned()),
+                side_effects: "None".to_owned(),
+                timeout_seconds: Some(10),
+                rules: Some(vec![rule("quotarequests", &["CREATE", "UPDATE"])]),
+                ..Default::default()
+            },
+        ]),
     };
     let params = PatchParams::apply(FIELD_MANAGER).force();
     Api::<ValidatingWebhookConfiguration>::all(ctx.client.clone())
