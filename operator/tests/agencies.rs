@@ -388,6 +388,14 @@ async fn the_webhook_refuses_bad_trees_with_clear_messages() {
         denied(create(agency(&unique_name("xa"), AgencyLevel::Commune, Some(&province), 1, amounts("600m", "1Gi", "1"))).await, "500m")?;
         let commune = unique_name("xa");
         create(agency(&commune, AgencyLevel::Commune, Some(&province), 1, amounts("500m", "1Gi", "1"))).await?;
+        // Siblings applied back to back (as from one file) are counted against each other
+        // before any cache has seen the first: the second no longer fits.
+        let district = unique_name("huyen");
+        let mut d = agency(&district, AgencyLevel::Province, Some(&root), 2, amounts("1", "2Gi", "4"));
+        govbroker_e2e::label_for_test(&mut d, &t.namespace);
+        create(d).await?;
+        create(agency(&unique_name("xa"), AgencyLevel::Commune, Some(&district), 1, amounts("600m", "1Gi", "1"))).await?;
+        denied(create(agency(&unique_name("xa"), AgencyLevel::Commune, Some(&district), 1, amounts("600m", "1Gi", "1"))).await, "400m")?;
         // A CEL rule: a Central agency names no parent.
         denied(create(agency(&unique_name("bo"), AgencyLevel::Central, Some(&root), 1, ResourceAmounts::default())).await, "a Central agency has no parent")?;
         // Shrinking the province below what it granted is refused.

@@ -5,8 +5,9 @@
 //! parent, and the parent's and the agency's children through the `spec.parent` field
 //! selector.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use govbroker_crds::{Agency, AgencySpec};
@@ -38,7 +39,12 @@ pub fn validate(
                     }
                 }
                 match check_spec(&state, &request.name, &agency.spec).await {
-                    Ok(()) => response,
+                    Ok(()) => {
+                        if !request.dry_run {
+                            state.recent.remember(&request.name, Some(agency.clone()));
+                        }
+                        response
+                    }
                     Err(message) => response.deny(message),
                 }
             }
@@ -58,7 +64,12 @@ pub fn validate(
                     None => false,
                 };
                 match tree::deletion_allowed(agency, &child_refs, parent_being_deleted) {
-                    Ok(()) => response,
+                    Ok(()) => {
+                        if !request.dry_run {
+                            state.recent.remember(&request.name, None);
+                        }
+                        response
+                    }
                     Err(v) => response.deny(v.to_string()),
                 }
             }
@@ -121,13 +132,69 @@ pub async fn lookup(state: &WebhookState, name: &str) -> Option<Arc<Agency>> {
         .map(Arc::new)
 }
 
-/// The agencies whose parent is `name`, read live.
+/// The agencies whose parent is `name`: from the cache, corrected by what this webhook
+/// admitted moments ago that the cache may not show yet ([`Recent`]). Read live only
+/// while the cache is still empty (start-up).
 pub async fn children_of(state: &WebhookState, name: &str) -> Result<Vec<Agency>, String> {
-    Api::<Agency>::all(state.client.clone())
-        .list(&ListParams::default().fields(&format!("spec.parent={name}")))
-        .await
-        .map(|l| l.items)
-        .map_err(|e| format!("cannot list the children of \"{name}\" to check the tree: {e}"))
+    let cached = state.agencies.state();
+    if cached.is_empty() {
+        return Api::<Agency>::all(state.client.clone())
+            .list(&ListParams::default().fields(&format!("spec.parent={name}")))
+            .await
+            .map(|l| l.items)
+            .map_err(|e| format!("cannot list the children of \"{name}\" to check the tree: {e}"));
+    }
+    let recent = state.recent.snapshot();
+    let mut children: Vec<Agency> = cached
+        .iter()
+        .filter(|a| a.spec.parent.as_deref() == Some(name) && !recent.contains_key(&a.name_any()))
+        .map(|a| a.as_ref().clone())
+        .collect();
+    children.extend(
+        recent
+            .into_values()
+            .flatten()
+            .filter(|a| a.spec.parent.as_deref() == Some(name)),
+    );
+    Ok(children)
+}
+
+/// Agencies this webhook admitted (or saw deleted) in the last seconds. The cache lags
+/// writes by a moment; without this, siblings created in quick succession (one
+/// `kubectl apply` of a tree) would each see the parent's room without the others.
+#[derive(Clone, Default)]
+pub struct Recent(Arc<Mutex<Remembered>>);
+
+/// Agency name to the admitted object (`None`: deleted) and when.
+type Remembered = HashMap<String, (Option<Agency>, Instant)>;
+
+/// How long an admitted change is remembered: far longer than the cache's lag.
+const RECENT_TTL: Duration = Duration::from_secs(30);
+
+impl Recent {
+    /// Remembers an admitted create or update (`Some`) or delete (`None`) of `name`.
+    pub fn remember(&self, name: &str, agency: Option<Agency>) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        map.retain(|_, (_, at)| now.duration_since(*at) < RECENT_TTL);
+        map.insert(name.to_owned(), (agency, now));
+    }
+
+    /// The remembered changes still fresh: name to the admitted agency, or `None` if deleted.
+    pub fn snapshot(&self) -> HashMap<String, Option<Agency>> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        map.iter()
+            .filter(|(_, (_, at))| now.duration_since(*at) < RECENT_TTL)
+            .map(|(k, (a, _))| (k.clone(), a.clone()))
+            .collect()
+    }
 }
 
 /// Checks a new spec for agency `name` against the tree; the error lists every

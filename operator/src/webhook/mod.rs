@@ -48,6 +48,8 @@ pub struct WebhookState {
     pub admin_groups: Arc<Vec<String>>,
     /// For live reads when the cache lags.
     pub client: kube::Client,
+    /// What this webhook admitted moments ago, which the cache may not show yet.
+    pub recent: agency::Recent,
 }
 
 /// Serves the webhook until `shutdown`, after applying the webhook configurations.
@@ -65,6 +67,7 @@ pub async fn run(
         agencies: agencies.clone(),
         admin_groups: Arc::new(settings.platform_admin_groups.clone()),
         client: ctx.client.clone(),
+        recent: agency::Recent::default(),
     };
     let app = Router::new()
         .route("/validate/agency", post(review::<Agency>(agency::validate)))
