@@ -144,19 +144,11 @@ pub async fn children_of(state: &WebhookState, name: &str) -> Result<Vec<Agency>
             .map(|l| l.items)
             .map_err(|e| format!("cannot list the children of \"{name}\" to check the tree: {e}"));
     }
-    let recent = state.recent.snapshot();
-    let mut children: Vec<Agency> = cached
-        .iter()
-        .filter(|a| a.spec.parent.as_deref() == Some(name) && !recent.contains_key(&a.name_any()))
-        .map(|a| a.as_ref().clone())
+    let cached: Vec<Arc<Agency>> = cached
+        .into_iter()
+        .filter(|a| a.spec.parent.as_deref() == Some(name))
         .collect();
-    children.extend(
-        recent
-            .into_values()
-            .flatten()
-            .filter(|a| a.spec.parent.as_deref() == Some(name)),
-    );
-    Ok(children)
+    Ok(state.recent.children_of(name, cached))
 }
 
 /// Agencies this webhook admitted (or saw deleted) in the last seconds. The cache lags
@@ -183,17 +175,30 @@ impl Recent {
         map.insert(name.to_owned(), (agency, now));
     }
 
-    /// The remembered changes still fresh: name to the admitted agency, or `None` if deleted.
-    pub fn snapshot(&self) -> HashMap<String, Option<Agency>> {
+    /// The children of `parent`: the cached ones, replaced by what was admitted for
+    /// them since (or dropped if deleted since), plus the ones admitted but not cached.
+    pub fn children_of(&self, parent: &str, cached: Vec<Arc<Agency>>) -> Vec<Agency> {
         let map = self
             .0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = Instant::now();
-        map.iter()
-            .filter(|(_, (_, at))| now.duration_since(*at) < RECENT_TTL)
-            .map(|(k, (a, _))| (k.clone(), a.clone()))
-            .collect()
+        let fresh = |at: &Instant| now.duration_since(*at) < RECENT_TTL;
+        let mut children: Vec<Agency> = cached
+            .iter()
+            .filter(|a| !map.get(&a.name_any()).is_some_and(|(_, at)| fresh(at)))
+            .map(|a| a.as_ref().clone())
+            .collect();
+        children.extend(
+            map.values()
+                .filter(|(a, at)| {
+                    fresh(at)
+                        && a.as_ref()
+                            .is_some_and(|a| a.spec.parent.as_deref() == Some(parent))
+                })
+                .filter_map(|(a, _)| a.clone()),
+        );
+        children
     }
 }
 
