@@ -379,7 +379,7 @@ impl Project {
         step("Running the tests (unit and end-to-end against the local control plane)");
         let mut args = vec!["test", "--workspace", "--no-fail-fast", "--"];
         args.extend(cargo_test_args.iter().map(String::as_str));
-        let result = self.cargo(&args);
+        let result = self.cargo_test(&args);
 
         if keep {
             println!(
@@ -389,13 +389,53 @@ impl Project {
         } else {
             self.govcluster_down(false)?;
         }
-        result?;
+        let (passed, failed) = result?;
         println!(
             "\nall checks passed in {:.0}s",
             started.elapsed().as_secs_f64()
         );
+        // One closing line over every test binary, so a summary reader sees the total.
+        println!("{passed} passed, {failed} failed");
         Ok(())
     }
+
+    /// Runs `cargo test`, echoing its output, and adds up the passed and failed tests of
+    /// every `test result:` line. Fails if any test failed.
+    fn cargo_test(&self, args: &[&str]) -> Result<(u64, u64)> {
+        use std::io::BufRead as _;
+        let mut child = Command::new(cargo())
+            .current_dir(&self.root)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting cargo test")?;
+        let (mut passed, mut failed) = (0, 0);
+        if let Some(stdout) = child.stdout.take() {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let line = line?;
+                println!("{line}");
+                if let Some(summary) = line.strip_prefix("test result: ") {
+                    passed += count(summary, " passed");
+                    failed += count(summary, " failed");
+                }
+            }
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("cargo test failed ({status}): {passed} passed, {failed} failed");
+        }
+        Ok((passed, failed))
+    }
+}
+
+/// The number before `what` in a cargo test summary such as `ok. 8 passed; 0 failed; ...`.
+fn count(summary: &str, what: &str) -> u64 {
+    summary
+        .split(';')
+        .find_map(|part| part.trim().strip_suffix(what.trim_start()).map(str::trim))
+        .and_then(|n| n.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn cargo() -> String {
@@ -419,4 +459,18 @@ fn run_cmd(cmd: &mut Command) -> Result<()> {
         bail!("{:?} failed ({status})", cmd.get_program());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn counts_come_from_cargo_test_summaries() {
+        let summary =
+            "ok. 8 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 11.01s";
+        assert_eq!(count(summary, " passed"), 8);
+        assert_eq!(count(summary, " failed"), 1);
+        assert_eq!(count("FAILED. 2 passed; 2 failed; 0 ignored", " failed"), 2);
+    }
 }
