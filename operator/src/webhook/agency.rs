@@ -107,15 +107,7 @@ pub fn link_parent(
             return response;
         }
         let patch = serde_json::json!([{"op": "add", "path": "/metadata/ownerReferences", "value": references}]);
-        match serde_json::from_value::<json_patch::Patch>(patch)
-            .map_err(|e| e.to_string())
-            .and_then(|p| response.clone().with_patch(p).map_err(|e| e.to_string()))
-        {
-            Ok(linked) => linked,
-            Err(e) => response.deny(format!(
-                "internal error linking the agency to its parent: {e}"
-            )),
-        }
+        super::patched(response, patch, "linking the agency to its parent")
     })
 }
 

@@ -222,6 +222,22 @@ async fn apply_configurations(ctx: &Context, ca_bundle: &[u8]) -> Result<(), Err
     Ok(())
 }
 
+/// `response` with a JSON patch (RFC 6902) applied to the object; if the patch cannot be
+/// encoded, a denial that says what was being done (never a silent admit).
+pub fn patched(
+    response: AdmissionResponse,
+    patch: serde_json::Value,
+    doing: &str,
+) -> AdmissionResponse {
+    match serde_json::from_value::<json_patch::Patch>(patch)
+        .map_err(|e| e.to_string())
+        .and_then(|p| response.clone().with_patch(p).map_err(|e| e.to_string()))
+    {
+        Ok(with_patch) => with_patch,
+        Err(e) => response.deny(format!("internal error {doing}: {e}")),
+    }
+}
+
 /// Whether the requester is a platform admin: in `system:masters` or an admin group.
 pub fn is_platform_admin(groups: &[String], admin_groups: &[String]) -> bool {
     groups

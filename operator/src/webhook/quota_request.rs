@@ -69,13 +69,7 @@ async fn admit_now(
                 {"op": "add", "path": "/spec/decision/decidedBy", "value": user},
                 {"op": "add", "path": "/spec/decision/decidedAt", "value": now},
             ]);
-            match serde_json::from_value::<json_patch::Patch>(patch)
-                .map_err(|e| e.to_string())
-                .and_then(|p| response.clone().with_patch(p).map_err(|e| e.to_string()))
-            {
-                Ok(stamped) => stamped,
-                Err(e) => AdmissionResponse::from(request).deny(format!("internal error stamping the decision: {e}")),
-            }
+            super::patched(response, patch, "stamping the decision")
         }
         (Some(old), Some(new)) if old.decided_by != new.decided_by || old.decided_at != new.decided_at => {
             response.deny("spec.decision.decidedBy and decidedAt are recorded by the platform and cannot change")
