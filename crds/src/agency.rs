@@ -71,6 +71,11 @@ pub struct AgencySpec {
     #[serde(default)]
     pub owners: Owners,
 
+    /// Who may read the agency, its descendants and their namespaces without changing
+    /// anything (auditors, supervising staff).
+    #[serde(default, skip_serializing_if = "Owners::is_empty")]
+    pub viewers: Owners,
+
     /// The agency's environments. Each becomes a namespace `<agency>-<name>` with its
     /// own share of the agency's quota.
     #[serde(default)]
@@ -110,7 +115,8 @@ impl AgencyLevel {
     }
 }
 
-/// Owners of an agency: users, groups and service accounts as Kubernetes knows them.
+/// Owners (or viewers) of an agency: users, groups and service accounts as Kubernetes
+/// knows them.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Owners {
@@ -123,6 +129,13 @@ pub struct Owners {
     /// Service accounts, e.g. for the agency's CI.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_accounts: Vec<ServiceAccountRef>,
+}
+
+impl Owners {
+    /// Whether no user, group or service account is named.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.groups.is_empty() && self.service_accounts.is_empty()
+    }
 }
 
 /// A service account by namespace and name.

@@ -304,12 +304,25 @@ pub fn subjects(owners: &Owners) -> Vec<Subject> {
 }
 
 fn owners_of(agencies: &[&Agency]) -> Vec<Subject> {
+    principals_of(agencies.iter().map(|a| &a.spec.owners))
+}
+
+/// Owners and viewers of the given agencies.
+fn readers_of(agencies: &[&Agency]) -> Vec<Subject> {
+    principals_of(
+        agencies
+            .iter()
+            .flat_map(|a| [&a.spec.owners, &a.spec.viewers]),
+    )
+}
+
+fn principals_of<'a>(sets: impl IntoIterator<Item = &'a Owners>) -> Vec<Subject> {
     let mut all = Owners::default();
-    for a in agencies {
-        all.users.extend(a.spec.owners.users.iter().cloned());
-        all.groups.extend(a.spec.owners.groups.iter().cloned());
+    for set in sets {
+        all.users.extend(set.users.iter().cloned());
+        all.groups.extend(set.groups.iter().cloned());
         all.service_accounts
-            .extend(a.spec.owners.service_accounts.iter().cloned());
+            .extend(set.service_accounts.iter().cloned());
     }
     subjects(&all)
 }
@@ -322,8 +335,9 @@ fn cluster_role_ref(name: &str) -> RoleRef {
     }
 }
 
-/// RoleBindings in one namespace: the agency's owners get `admin`; the owners of every
-/// ancestor get `view` (a parent reads, never changes, its children's namespaces).
+/// RoleBindings in one namespace: the agency's owners get `admin`; its viewers and the
+/// owners and viewers of every ancestor get `view` (a parent reads, never changes, its
+/// children's namespaces).
 pub fn role_bindings(agency: &Agency, ancestors: &[&Agency], namespace: &str) -> Vec<RoleBinding> {
     let name = agency.metadata.name.as_deref().unwrap_or_default();
     vec![
@@ -335,7 +349,15 @@ pub fn role_bindings(agency: &Agency, ancestors: &[&Agency], namespace: &str) ->
         RoleBinding {
             metadata: meta(ANCESTOR_OWNERS_BINDING_NAME, Some(namespace), name),
             role_ref: cluster_role_ref("view"),
-            subjects: Some(owners_of(ancestors)),
+            subjects: Some({
+                let mut readers = readers_of(ancestors);
+                readers.extend(subjects(&agency.spec.viewers));
+                readers.sort_by(|a, b| {
+                    (&a.kind, &a.namespace, &a.name).cmp(&(&b.kind, &b.namespace, &b.name))
+                });
+                readers.dedup();
+                readers
+            }),
         },
     ]
 }
@@ -345,42 +367,79 @@ pub fn agency_reader_role_name(agency: &str) -> String {
     format!("govbroker:agency:{agency}:reader")
 }
 
-/// The ClusterRole that reads one Agency, and its binding to the agency's owners and the
-/// owners of all its ancestors. Owners may also create and decide QuotaRequests; the
-/// webhook checks that they ask for their own agency and decide only for their children.
-pub fn agency_reader_rbac(
+/// Name of the ClusterRole (and its binding) that lets owners act on one Agency.
+pub fn agency_owner_role_name(agency: &str) -> String {
+    format!("govbroker:agency:{agency}:owner")
+}
+
+/// Virtual subresources of `agencies` that guard data kept outside Kubernetes: the API
+/// checks them with a SubjectAccessReview (`get agencies/<subresource>` on the agency).
+pub mod virtual_subresource {
+    /// The agency's audit records.
+    pub const AUDIT: &str = "audit";
+    /// The agency's quota requests (kept readable per agency, not per request).
+    pub const QUOTA_REQUESTS: &str = "quotarequests";
+    /// The agency's usage and bills.
+    pub const BILLING: &str = "billing";
+}
+
+/// The two ClusterRoles (and bindings) generated per agency:
+///
+/// - `govbroker:agency:<name>:reader`: get and watch the Agency and read its quota
+///   requests; bound to the owners and viewers of the agency and of every ancestor.
+/// - `govbroker:agency:<name>:owner`: change the Agency (the webhook limits which fields
+///   and to whom), read its audit trail, file and decide QuotaRequests; bound to the
+///   owners of the agency and of every ancestor. The webhook lets only the agency's own
+///   owners edit it and only the parent's owners decide its requests.
+pub fn agency_rbac(
     agency: &Agency,
     ancestors: &[&Agency],
-) -> (ClusterRole, ClusterRoleBinding) {
+) -> Vec<(ClusterRole, ClusterRoleBinding)> {
     let name = agency.metadata.name.as_deref().unwrap_or_default();
-    let role_name = agency_reader_role_name(name);
-    let role = ClusterRole {
-        metadata: meta(&role_name, None, name),
-        rules: Some(vec![
-            PolicyRule {
-                api_groups: Some(vec![govbroker_crds::GROUP.to_owned()]),
-                resources: Some(vec!["agencies".to_owned(), "agencies/status".to_owned()]),
-                resource_names: Some(vec![name.to_owned()]),
-                verbs: vec!["get".to_owned(), "watch".to_owned()],
-                ..Default::default()
-            },
-            PolicyRule {
-                api_groups: Some(vec![govbroker_crds::GROUP.to_owned()]),
-                resources: Some(vec!["quotarequests".to_owned()]),
-                // No get or list: one agency must not read another's requests. Decisions
-                // are updates, which the webhook allows only to the parent's owners.
-                verbs: vec!["create".to_owned(), "update".to_owned(), "patch".to_owned()],
-                ..Default::default()
-            },
-        ]),
+    let mut lineage: Vec<&Agency> = vec![agency];
+    lineage.extend(ancestors.iter().copied());
+    let rule = |resources: &[&str], names: bool, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![govbroker_crds::GROUP.to_owned()]),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        resource_names: names.then(|| vec![name.to_owned()]),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
         ..Default::default()
     };
-    let mut readers: Vec<&Agency> = vec![agency];
-    readers.extend(ancestors.iter().copied());
-    let binding = ClusterRoleBinding {
-        metadata: meta(&role_name, None, name),
-        role_ref: cluster_role_ref(&role_name),
-        subjects: Some(owners_of(&readers)),
+    let pair = |role_name: String, rules: Vec<PolicyRule>, subjects: Vec<Subject>| {
+        let role = ClusterRole {
+            metadata: meta(&role_name, None, name),
+            rules: Some(rules),
+            ..Default::default()
+        };
+        let binding = ClusterRoleBinding {
+            metadata: meta(&role_name, None, name),
+            role_ref: cluster_role_ref(&role_name),
+            subjects: Some(subjects),
+        };
+        (role, binding)
     };
-    (role, binding)
+    let quota_requests = format!("agencies/{}", virtual_subresource::QUOTA_REQUESTS);
+    let audit = format!("agencies/{}", virtual_subresource::AUDIT);
+    vec![
+        pair(
+            agency_reader_role_name(name),
+            vec![
+                rule(&["agencies", "agencies/status"], true, &["get", "watch"]),
+                rule(&[quota_requests.as_str()], true, &["get"]),
+            ],
+            readers_of(&lineage),
+        ),
+        pair(
+            agency_owner_role_name(name),
+            vec![
+                rule(&["agencies"], true, &["update", "patch"]),
+                rule(&[audit.as_str()], true, &["get"]),
+                // Not limited by name: requests are named freely. No get or list: one
+                // agency must not read another's requests (the API serves them per
+                // agency, guarded by agencies/quotarequests).
+                rule(&["quotarequests"], false, &["create", "update", "patch"]),
+            ],
+            owners_of(&lineage),
+        ),
+    ]
 }

@@ -433,6 +433,40 @@ pub fn room_left(parent: &Agency, children: &[&Agency], excluding: &str) -> Amou
         .sub(&Amounts::sum(&children))
 }
 
+/// Fields of an agency's spec that its owners may change themselves; everything else
+/// (level, parent, security level, quota) is the platform admins' (quota changes go
+/// through a QuotaRequest).
+pub const OWNER_EDITABLE_FIELDS: [&str; 4] = ["displayName", "owners", "viewers", "environments"];
+
+/// Whether an edit by an owner (not a platform admin) stays within
+/// [`OWNER_EDITABLE_FIELDS`]; the refusal names the first field they may not change.
+pub fn owner_edit_allowed(old: &AgencySpec, new: &AgencySpec) -> Result<(), Violation> {
+    let admin_only = [
+        ("spec.level", old.level != new.level, "the level"),
+        ("spec.parent", old.parent != new.parent, "the parent"),
+        (
+            "spec.securityLevel",
+            old.security_level != new.security_level,
+            "the security level",
+        ),
+        (
+            "spec.quota",
+            old.quota != new.quota,
+            "the quota (file a QuotaRequest instead)",
+        ),
+    ];
+    match admin_only.iter().find(|(_, changed, _)| *changed) {
+        Some((field, _, what)) => Err(Violation::new(
+            *field,
+            format!(
+                "an agency's owners may change its {}, but {what} only a platform admin may change",
+                OWNER_EDITABLE_FIELDS.join(", ")
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// Whether `agency` may be deleted now. An agency without children always may. One with
 /// children may only if it carries [`CASCADE_DELETE_ANNOTATION`]`: "true"` (someone
 /// asked for the whole subtree to go) or its parent is itself being deleted (a cascade
@@ -597,6 +631,7 @@ mod tests {
             parent: parent.map(str::to_owned),
             security_level,
             owners: Default::default(),
+            viewers: Default::default(),
             environments: Vec::new(),
             quota: ResourceAmounts::default(),
         }
@@ -1074,5 +1109,30 @@ mod tests {
             "true".to_owned(),
         )]));
         assert_eq!(deletion_allowed(&province, &refs, false), Ok(()));
+    }
+
+    #[test]
+    fn owners_may_change_their_fields_and_nothing_else() {
+        let old = spec(AgencyLevel::Province, Some("gov"), 2);
+        let mut renamed = old.clone();
+        renamed.display_name = "Sở Y tế Đà Nẵng".to_owned();
+        renamed.owners.users.push("new-owner".to_owned());
+        renamed.environments.clear();
+        assert_eq!(owner_edit_allowed(&old, &renamed), Ok(()));
+
+        let mut raised = old.clone();
+        raised.security_level = 3;
+        let refused = owner_edit_allowed(&old, &raised).unwrap_err();
+        assert_eq!(refused.field, "spec.securityLevel");
+        assert!(
+            refused.message.contains("only a platform admin"),
+            "{refused}"
+        );
+
+        let mut more_quota = old.clone();
+        more_quota.quota.cpu = Some(Quantity("999".to_owned()));
+        let refused = owner_edit_allowed(&old, &more_quota).unwrap_err();
+        assert_eq!(refused.field, "spec.quota");
+        assert!(refused.message.contains("QuotaRequest"), "{refused}");
     }
 }

@@ -54,6 +54,7 @@ fn agency(
             parent: parent.map(str::to_owned),
             security_level: security,
             owners: Owners::default(),
+            viewers: Default::default(),
             environments: Vec::new(),
             quota,
         },

@@ -47,6 +47,7 @@ fn agency(
                 users: vec![format!("owner@{name}.gov.vn")],
                 ..Default::default()
             },
+            viewers: Default::default(),
             environments: env_cpu
                 .map(|cpu| {
                     vec![Environment {

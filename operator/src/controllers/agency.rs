@@ -2,7 +2,8 @@
 //!
 //! For each environment it applies the Namespace, ResourceQuota, LimitRange,
 //! NetworkPolicies and RoleBindings that [`govbroker_domain::isolation`] prescribes, plus
-//! one ClusterRole and binding that let owners (and ancestors' owners) read the Agency.
+//! two ClusterRoles and bindings that let owners, viewers and ancestors' owners read
+//! (and owners change) the Agency.
 //! Namespaces of removed environments are deleted by label. Status sums the quotas and
 //! is written only when it changed.
 
@@ -434,13 +435,14 @@ async fn reconcile(agency: Arc<Agency>, state: Arc<State>) -> Result<Action, Err
         }
         namespaces.push(ns.clone());
     }
-    let (role, binding) = isolation::agency_reader_rbac(&agency, &ancestor_refs);
-    writes.push(Box::pin(
-        applier.apply(&owned.cluster_roles, owned_by(role, &owner)),
-    ));
-    writes.push(Box::pin(
-        applier.apply(&owned.cluster_role_bindings, owned_by(binding, &owner)),
-    ));
+    for (role, binding) in isolation::agency_rbac(&agency, &ancestor_refs) {
+        writes.push(Box::pin(
+            applier.apply(&owned.cluster_roles, owned_by(role, &owner)),
+        ));
+        writes.push(Box::pin(
+            applier.apply(&owned.cluster_role_bindings, owned_by(binding, &owner)),
+        ));
+    }
     try_join_all(writes).await?;
 
     // Environments removed from the spec: their namespaces go, found by label.

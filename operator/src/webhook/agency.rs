@@ -37,6 +37,9 @@ pub fn validate(
                     if old.spec == agency.spec {
                         return response;
                     }
+                    if let Err(message) = check_editor(&state, &request, old, agency) {
+                        return response.deny(message);
+                    }
                 }
                 match check_spec(&state, &request.name, &agency.spec).await {
                     Ok(()) => {
@@ -76,6 +79,29 @@ pub fn validate(
             Operation::Connect => response,
         }
     })
+}
+
+/// RBAC lets the owners of an agency and of its ancestors patch it; only platform admins
+/// (and the operator itself, applying approved quota requests) may change anything, the
+/// agency's own owners only the fields in [`tree::OWNER_EDITABLE_FIELDS`].
+fn check_editor(
+    state: &WebhookState,
+    request: &AdmissionRequest<Agency>,
+    old: &Agency,
+    new: &Agency,
+) -> Result<(), String> {
+    let user = request.user_info.username.as_deref().unwrap_or_default();
+    let groups = request.user_info.groups.clone().unwrap_or_default();
+    if super::is_platform_admin(&groups, &state.admin_groups) || user == state.own_user.as_str() {
+        return Ok(());
+    }
+    if !super::is_owner(old, user, &groups) {
+        return Err(format!(
+            "{user} may not change agency {}: only its owners (and platform admins) may",
+            old.name_any()
+        ));
+    }
+    tree::owner_edit_allowed(&old.spec, &new.spec).map_err(|v| v.to_string())
 }
 
 /// Sets the agency's owner reference to its parent at admission, so the subtree is tied

@@ -50,6 +50,8 @@ pub struct WebhookState {
     pub client: kube::Client,
     /// What this webhook admitted moments ago, which the cache may not show yet.
     pub recent: agency::Recent,
+    /// The operator's own user name, which may apply approved quota changes.
+    pub own_user: Arc<String>,
 }
 
 /// Serves the webhook until `shutdown`, after applying the webhook configurations.
@@ -63,7 +65,10 @@ pub async fn run(
         settings.webhook_cert_dir.as_deref(),
         &settings.webhook_hosts(),
     )?;
+    let own_user = own_user(&ctx.client).await?;
+    info!(user = %own_user, "the operator acts as");
     let state = WebhookState {
+        own_user: Arc::new(own_user),
         agencies: agencies.clone(),
         admin_groups: Arc::new(settings.platform_admin_groups.clone()),
         client: ctx.client.clone(),
@@ -103,6 +108,19 @@ pub async fn run(
     ctx.readiness.serving();
 
     serving.await.map_err(Error::Task)?.map_err(Error::Http)
+}
+
+/// Who the API server says this process is (a SelfSubjectReview).
+async fn own_user(client: &kube::Client) -> Result<String, Error> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review = Api::<SelfSubjectReview>::all(client.clone())
+        .create(&Default::default(), &SelfSubjectReview::default())
+        .await?;
+    Ok(review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default())
 }
 
 type Handler<K> = fn(AdmissionRequest<K>, WebhookState) -> BoxFuture<'static, AdmissionResponse>;

@@ -276,6 +276,7 @@ pub fn agency_tree(n: usize, run: &str, prefix: &str, label: &str) -> Vec<Vec<Ag
                     users: vec![format!("quan-tri@{}.gov.vn", node.name)],
                     ..Default::default()
                 },
+                viewers: Default::default(),
                 environments: vec![Environment {
                     name: "prod".into(),
                     quota: amounts(environment_size(node.level)),
@@ -345,20 +346,19 @@ pub struct EnvironmentObjects {
 pub struct AgencyObjects {
     /// One per environment.
     pub environments: Vec<EnvironmentObjects>,
-    /// The ClusterRole that reads the agency.
-    pub cluster_role: ClusterRole,
-    /// Its binding to the agency's and its ancestors' owners.
-    pub cluster_role_binding: ClusterRoleBinding,
+    /// The agency's ClusterRoles (reader, owner) and their bindings.
+    pub cluster_rbac: Vec<(ClusterRole, ClusterRoleBinding)>,
 }
 
 impl AgencyObjects {
     /// How many objects this is.
     pub fn count(&self) -> usize {
-        2 + self
-            .environments
-            .iter()
-            .map(|e| 3 + e.network_policies.len() + e.role_bindings.len())
-            .sum::<usize>()
+        2 * self.cluster_rbac.len()
+            + self
+                .environments
+                .iter()
+                .map(|e| 3 + e.network_policies.len() + e.role_bindings.len())
+                .sum::<usize>()
     }
 }
 
@@ -390,14 +390,14 @@ pub fn agency_objects(
             role_bindings: isolation::role_bindings(agency, ancestors, &ns),
         });
     }
-    let (mut cluster_role, mut cluster_role_binding) =
-        isolation::agency_reader_rbac(agency, ancestors);
-    add_label(&mut cluster_role.metadata);
-    add_label(&mut cluster_role_binding.metadata);
+    let mut cluster_rbac = isolation::agency_rbac(agency, ancestors);
+    for (role, binding) in &mut cluster_rbac {
+        add_label(&mut role.metadata);
+        add_label(&mut binding.metadata);
+    }
     Ok(AgencyObjects {
         environments,
-        cluster_role,
-        cluster_role_binding,
+        cluster_rbac,
     })
 }
 

@@ -493,17 +493,11 @@ async fn create_objects(client: &Client, objects: &AgencyObjects) -> Result<usiz
         }
         n += 3 + env.network_policies.len() + env.role_bindings.len();
     }
-    create(
-        &Api::<ClusterRole>::all(client.clone()),
-        &objects.cluster_role,
-    )
-    .await?;
-    create(
-        &Api::<ClusterRoleBinding>::all(client.clone()),
-        &objects.cluster_role_binding,
-    )
-    .await?;
-    Ok(n + 2)
+    for (role, binding) in &objects.cluster_rbac {
+        create(&Api::<ClusterRole>::all(client.clone()), role).await?;
+        create(&Api::<ClusterRoleBinding>::all(client.clone()), binding).await?;
+    }
+    Ok(n + 2 * objects.cluster_rbac.len())
 }
 
 /// Baseline: the same objects created directly; returns the wall time and object count.
