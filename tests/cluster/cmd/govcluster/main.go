@@ -8,6 +8,8 @@
 //	govcluster status  --state-dir DIR                           print what runs and whether it answers
 //	govcluster user    --state-dir DIR --name N [--group G]...   write a kubeconfig for a test identity
 //	govcluster spawn   --state-dir DIR --name N -- CMD...        supervise one more process (operator, API)
+//	govcluster token   --state-dir DIR --user U [--group G]...   mint a bearer token (authn webhook)
+//	govcluster authn   --state-dir DIR [--port P]                (internal) the token authentication webhook
 //	govcluster etcd    ...                                       (internal) one embedded etcd member
 //	govcluster fakelet ...                                       (internal) the fake nodes
 package main
@@ -25,11 +27,16 @@ Usage:
   govcluster status  --state-dir DIR
   govcluster user    --state-dir DIR --name NAME [--group GROUP]... --out FILE
   govcluster spawn   --state-dir DIR --name NAME [--wait-port P] -- COMMAND [ARGS...]
+  govcluster token   --state-dir DIR --user USER [--group GROUP]... [--ttl 1h] [--expired]
+  govcluster authn   --state-dir DIR [--port 16444]
   govcluster etcd    --name NAME --data-dir DIR --client-port P --peer-port P
   govcluster fakelet --kubeconfig FILE [--nodes N] [--node-cpu Q] [--node-memory Q] [--node-pods N]
 
 "up" writes DIR/kubeconfig (cluster admin) and DIR/cluster.env (API URL, etcd endpoints,
 log and pid locations). Logs of every component are in DIR/logs.
+
+"token" appends a random bearer token for USER and GROUPs to DIR/tokens and prints it;
+kube-apiserver checks it through the "authn" webhook, which reads that file.
 `
 
 func main() {
@@ -50,6 +57,10 @@ func main() {
 		err = runUser(args)
 	case "spawn":
 		err = runSpawn(args)
+	case "token":
+		err = runToken(args)
+	case "authn":
+		err = runAuthn(args)
 	case "etcd":
 		err = runEtcd(args)
 	case "fakelet":

@@ -114,6 +114,17 @@ func (p *pki) issue(name, commonName string, groups []string, server bool, dnsNa
 	return os.WriteFile(p.path(name+".key"), keyPEM, 0o600)
 }
 
+// ensureServing issues the serving certificate NAME.crt (see issue) unless it exists:
+// components added after a state dir's CA was made get theirs on their first start.
+func (p *pki) ensureServing(name, commonName string, dnsNames []string, ips []net.IP) error {
+	_, errCert := os.Stat(p.path(name + ".crt"))
+	_, errKey := os.Stat(p.path(name + ".key"))
+	if errCert == nil && errKey == nil {
+		return nil
+	}
+	return p.issue(name, commonName, nil, true, dnsNames, ips)
+}
+
 // sign makes a certificate signed by the CA: a client certificate whose common name is
 // the user and whose organisations are the groups, or a serving certificate for the
 // given names. It returns the certificate and its key, PEM-encoded.

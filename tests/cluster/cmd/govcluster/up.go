@@ -107,6 +107,9 @@ func runUp(args []string) error {
 	if err != nil {
 		return fmt.Errorf("preparing certificates: %w", err)
 	}
+	if err := prepareAuthn(o.stateDir, p); err != nil {
+		return err
+	}
 	server := fmt.Sprintf("https://127.0.0.1:%d", apiserverPort)
 	for _, id := range []struct{ file, user, group string }{
 		{"admin", "govbroker-admin", "system:masters"},
@@ -141,12 +144,17 @@ func runUp(args []string) error {
 			"--client-port", strconv.Itoa(etcdClientPort), "--peer-port", strconv.Itoa(etcdPeerPort)}},
 		{name: "ledger-etcd", port: ledgerEtcdPort, args: []string{self, "etcd", "--name", "ledger", "--data-dir", data("ledger-etcd"),
 			"--client-port", strconv.Itoa(ledgerEtcdPort), "--peer-port", strconv.Itoa(ledgerEtcdPeer), "--fsync=true"}},
+		// The token authentication webhook (authn.go): bearer tokens minted by "govcluster token".
+		{name: "authn", port: authnPort, args: []string{self, "authn", "--state-dir", o.stateDir, "--port", strconv.Itoa(authnPort)}},
 		{name: "kube-apiserver", port: apiserverPort, args: []string{bin("kube-apiserver"),
 			"--etcd-servers", fmt.Sprintf("http://127.0.0.1:%d", etcdClientPort),
 			"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
 			"--secure-port", strconv.Itoa(apiserverPort),
 			"--tls-cert-file", p.path("apiserver.crt"), "--tls-private-key-file", p.path("apiserver.key"),
 			"--client-ca-file", p.path("ca.crt"),
+			"--authentication-token-webhook-config-file", authnKubeconfigPath(o.stateDir),
+			"--authentication-token-webhook-version", "v1",
+			"--authentication-token-webhook-cache-ttl", authnCacheTTL,
 			"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
 			"--service-account-key-file", p.path("sa.pub"),
 			"--service-account-signing-key-file", p.path("sa.key"),
@@ -184,13 +192,13 @@ func runUp(args []string) error {
 			"--nodes", strconv.Itoa(o.nodes), "--node-cpu", o.nodeCPU, "--node-memory", o.nodeMemory, "--node-pods", o.nodePods,
 		}},
 	}
-	for _, c := range components[2:] {
+	for _, c := range components {
 		if _, err := os.Stat(c.args[0]); err != nil {
 			return fmt.Errorf("%s is not built (%v): run the build first (cargo xtask cluster build)", c.args[0], err)
 		}
 	}
 
-	for _, port := range []int{etcdClientPort, etcdPeerPort, ledgerEtcdPort, ledgerEtcdPeer, apiserverPort} {
+	for _, port := range []int{etcdClientPort, etcdPeerPort, ledgerEtcdPort, ledgerEtcdPeer, authnPort, apiserverPort} {
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			return fmt.Errorf("port 127.0.0.1:%d is taken by another process (another local cloud from a different state dir? stop it with its 'govcluster down'): %w", port, err)
@@ -199,7 +207,7 @@ func runUp(args []string) error {
 	}
 
 	start := time.Now()
-	for i, c := range components {
+	for _, c := range components {
 		if err := startComponent(o.stateDir, c); err != nil {
 			_ = stopAll(o.stateDir)
 			return err
@@ -210,7 +218,7 @@ func runUp(args []string) error {
 				return err
 			}
 		}
-		if i == 2 {
+		if c.name == "kube-apiserver" {
 			// The control-plane components after the API server need it to answer first.
 			if err := waitAPIHealthy(adminKubeconfig, 90*time.Second); err != nil {
 				_ = stopAll(o.stateDir)
@@ -302,7 +310,7 @@ func waitReady(stateDir string, timeout time.Duration) error {
 	defer cancel()
 	var why string
 	for ctx.Err() == nil {
-		for _, name := range []string{"kube-controller-manager", "kube-scheduler", "fakelet", "etcd", "ledger-etcd"} {
+		for _, name := range []string{"kube-controller-manager", "kube-scheduler", "fakelet", "etcd", "ledger-etcd", "authn"} {
 			if !alive(stateDir, name) {
 				return fmt.Errorf("%s is not running; its log %s ends with:\n%s", name, logPath(stateDir, name), tail(logPath(stateDir, name), 15))
 			}
@@ -361,6 +369,8 @@ func writeEnv(stateDir string) error {
 		fmt.Sprintf("GOVBROKER_CLUSTER_ETCD=http://127.0.0.1:%d", etcdClientPort),
 		fmt.Sprintf("GOVBROKER_LEDGER_ETCD=http://127.0.0.1:%d", ledgerEtcdPort),
 		"GOVBROKER_CLUSTER_CA=" + filepath.Join(stateDir, "pki", "ca.crt"),
+		fmt.Sprintf("GOVBROKER_AUTHN_WEBHOOK=https://127.0.0.1:%d/authenticate", authnPort),
+		"GOVBROKER_AUTHN_TOKENS=" + tokensPath(stateDir),
 		"GOVBROKER_CLUSTER_LOGS=" + filepath.Join(stateDir, "logs"),
 	}
 	return os.WriteFile(filepath.Join(stateDir, "cluster.env"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
@@ -376,7 +386,7 @@ func printEnv(stateDir string) error {
 }
 
 // componentOrder lists the pid files in start order.
-var componentOrder = []string{"etcd", "ledger-etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "fakelet"}
+var componentOrder = []string{"etcd", "ledger-etcd", "authn", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "fakelet"}
 
 func readPid(stateDir, name string) int {
 	b, err := os.ReadFile(pidPath(stateDir, name))
@@ -490,7 +500,7 @@ func runSpawn(args []string) error {
 func runDown(args []string) error {
 	fs := flag.NewFlagSet("down", flag.ExitOnError)
 	stateDir := fs.String("state-dir", "", "state directory given to 'up'")
-	purge := fs.Bool("purge", false, "also delete the data (etcd contents, certificates)")
+	purge := fs.Bool("purge", false, "also delete the data (etcd contents, certificates, minted tokens)")
 	_ = fs.Parse(args)
 	if *stateDir == "" {
 		return errors.New("--state-dir is required")
@@ -499,12 +509,12 @@ func runDown(args []string) error {
 		return err
 	}
 	if *purge {
-		for _, d := range []string{"data", "pki", "pids"} {
+		for _, d := range []string{"data", "pki", "pids", "tokens"} {
 			if err := os.RemoveAll(filepath.Join(*stateDir, d)); err != nil {
 				return err
 			}
 		}
-		fmt.Println("  removed data and certificates")
+		fmt.Println("  removed data, certificates and minted tokens")
 	}
 	return nil
 }
