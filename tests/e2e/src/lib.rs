@@ -142,7 +142,40 @@ impl Cluster {
         client
     }
 
-    /// A client that presents a bearer token (e.g. a service-account token).
+    /// A fresh bearer token (`gbt_...`) that authenticates as `user` in `groups` for an
+    /// hour, minted by `govcluster token`: kube-apiserver checks it with the local cloud's
+    /// token authentication webhook, as it would with a real identity provider. Valid at
+    /// once; pass it to [`Cluster::client_with_token`] or to a TokenReview.
+    pub fn token(&self, user: &str, groups: &[&str]) -> Result<String> {
+        self.mint_token(user, groups, false)
+    }
+
+    /// Like [`Cluster::token`], but already expired: the webhook refuses it (a
+    /// TokenReview says `authenticated: false`, a request with it gets 401).
+    pub fn expired_token(&self, user: &str, groups: &[&str]) -> Result<String> {
+        self.mint_token(user, groups, true)
+    }
+
+    fn mint_token(&self, user: &str, groups: &[&str], expired: bool) -> Result<String> {
+        let mut cmd = Command::new(self.bin_dir.join("govcluster"));
+        cmd.args(["token", "--state-dir"])
+            .arg(&self.state_dir)
+            .args(["--user", user]);
+        for g in groups {
+            cmd.args(["--group", g]);
+        }
+        if expired {
+            cmd.arg("--expired");
+        }
+        let token = run(&mut cmd)?.trim().to_owned();
+        if token.is_empty() {
+            bail!("govcluster token printed no token");
+        }
+        Ok(token)
+    }
+
+    /// A client that presents a bearer token (e.g. a service-account token, or one from
+    /// [`Cluster::token`]).
     pub async fn client_with_token(&self, token: &str) -> Result<Client> {
         let mut config = Config::from_custom_kubeconfig(
             Kubeconfig::read_from(&self.kubeconfig)?,

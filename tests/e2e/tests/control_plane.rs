@@ -1,5 +1,6 @@
-//! The local control plane is a real Kubernetes: admission, controllers, scheduler, RBAC
-//! and service-account tokens all work, and scheduled pods reach Running on fake nodes.
+//! The local control plane is a real Kubernetes: admission, controllers, scheduler, RBAC,
+//! service-account tokens and webhook bearer tokens all work, and scheduled pods reach
+//! Running on fake nodes.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,10 @@ use anyhow::{Context as _, Result, ensure};
 use futures::{StreamExt as _, TryStreamExt as _};
 use govbroker_e2e::{DEFAULT_TIMEOUT, TestEnv, eventually, scenario, unique_name, wait_for};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
-use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{
+    SelfSubjectReview, TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+    TokenReviewStatus,
+};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Pod, PodSpec, PodTemplateSpec, ResourceQuota,
     ResourceQuotaSpec, ResourceRequirements, SecurityContext, ServiceAccount,
@@ -767,6 +771,120 @@ async fn client_certificate_identities_carry_their_user_and_groups() {
                 other.map(|_| ())
             ),
         }
+    })
+    .await;
+}
+
+/// What the API server's authenticators say of `token`, asked with a TokenReview as admin.
+async fn review_token(t: &TestEnv, token: &str) -> Result<TokenReviewStatus> {
+    let review = Api::<TokenReview>::all(t.client.clone())
+        .create(
+            &PostParams::default(),
+            &TokenReview {
+                spec: TokenReviewSpec {
+                    token: token.to_owned(),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await?;
+    review.status.context("TokenReview without status")
+}
+
+#[tokio::test]
+async fn webhook_tokens_carry_their_user_and_groups_and_expired_or_garbage_ones_are_refused() {
+    scenario("token-webhook", |t| async move {
+        let user = unique_name("alice");
+        let groups = ["govbroker:platform-admins", "agency:so-tttt:owners"];
+        let token = t.cluster.token(&user, &groups)?;
+        ensure!(token.starts_with("gbt_"), "the token has no gbt_ prefix");
+
+        // The API server asks the webhook, which knows the token at once.
+        let status = review_token(&t, &token).await?;
+        ensure!(
+            status.authenticated == Some(true),
+            "a minted token was not authenticated: {:?}",
+            status.error
+        );
+        let info = status.user.context("no user info")?;
+        ensure!(
+            info.username.as_deref() == Some(user.as_str()),
+            "user {:?}",
+            info.username
+        );
+        ensure!(
+            info.uid.as_deref() == Some(format!("token:{user}").as_str()),
+            "uid {:?}",
+            info.uid
+        );
+        for g in groups {
+            ensure!(
+                info.groups.iter().flatten().any(|x| x == g),
+                "groups {:?} lack {g}",
+                info.groups
+            );
+        }
+
+        // A client presenting it is that user, in those groups...
+        let client = t.cluster.client_with_token(&token).await?;
+        let review = Api::<SelfSubjectReview>::all(client.clone())
+            .create(&PostParams::default(), &SelfSubjectReview::default())
+            .await?;
+        let info = review
+            .status
+            .and_then(|s| s.user_info)
+            .context("no user info")?;
+        ensure!(
+            info.username.as_deref() == Some(user.as_str()),
+            "user {:?}",
+            info.username
+        );
+        for g in groups.iter().chain(&["system:authenticated"]) {
+            ensure!(
+                info.groups.iter().flatten().any(|x| x == g),
+                "groups {:?} lack {g}",
+                info.groups
+            );
+        }
+        // ...and RBAC judges it: authenticated, but bound to nothing.
+        match Api::<Pod>::namespaced(client, &t.namespace)
+            .list(&ListParams::default())
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains(&user) => {}
+            other => anyhow::bail!(
+                "an unbound token user should be forbidden, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+
+        let expired = t.cluster.expired_token(&user, &groups)?;
+        for (what, bad, why) in [
+            ("an expired token", expired.as_str(), "expired"),
+            ("a garbage token", "gbt_not-a-minted-token", "unknown token"),
+        ] {
+            let status = review_token(&t, bad).await?;
+            ensure!(
+                status.authenticated != Some(true),
+                "{what} was authenticated as {:?}",
+                status.user.and_then(|u| u.username)
+            );
+            ensure!(
+                status.error.as_deref().is_some_and(|e| e.contains(why)),
+                "{what}: the review's error {:?} does not say {why:?}",
+                status.error
+            );
+            let stranger = t.cluster.client_with_token(bad).await?;
+            match Api::<SelfSubjectReview>::all(stranger)
+                .create(&PostParams::default(), &SelfSubjectReview::default())
+                .await
+            {
+                Err(kube::Error::Api(s)) if s.code == 401 => {}
+                other => anyhow::bail!("{what} should get 401, got {:?}", other.map(|_| ())),
+            }
+        }
+        Ok(())
     })
     .await;
 }
