@@ -1,3 +1,38 @@
 //! govbroker's ledger: its own etcd, separate from the cluster's.
 //!
-//! Today it holds the audit trail of the provisioning API; metering usage joins it later.
+//! Today it holds the audit trail of the provisioning API (see `docs/audit.md`); metering
+//! usage joins it later.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), govbroker_ledger::LedgerError> {
+//! use govbroker_ledger::{AuditEntry, AuditLog, AuditQuery, Actor, Outcome, Target, digest};
+//!
+//! let log = AuditLog::connect(&["http://127.0.0.1:12381".into()], "/govbroker").await?;
+//! let record = log
+//!     .append(AuditEntry {
+//!         time: jiff::Timestamp::now(),
+//!         actor: Actor { user: "alice".into(), groups: vec!["finance".into()] },
+//!         method: "govbroker.v1.Agencies/UpdateAgency".into(),
+//!         target: Target { kind: "Agency".into(), name: "so-tai-chinh".into(), agency: Some("so-tai-chinh".into()) },
+//!         request_digest: digest(b"<request bytes>"),
+//!         outcome: Outcome::ok(),
+//!     })
+//!     .await?;
+//! let page = log
+//!     .list(&AuditQuery { agency: Some("so-tai-chinh".into()), ..AuditQuery::default() })
+//!     .await?;
+//! assert!(page.records.iter().any(|r| r.seq == record.seq));
+//! # Ok(()) }
+//! ```
+
+pub mod audit;
+
+pub use audit::chain::{
+    Actor, AuditEntry, AuditRecord, ChainBreak, ChainHead, ChainSummary, ChainVerifier,
+    GENESIS_PREV_HASH, Outcome, Target, digest, is_digest, verify_chain,
+};
+pub use audit::error::{LedgerError, TransportError};
+pub use audit::store::{
+    AuditLog, AuditPage, AuditQuery, DEFAULT_PREFIX, LedgerOptions, MAX_PAGE, MAX_RECORD_BYTES,
+    MAX_SCAN,
+};
