@@ -7,7 +7,6 @@
 
 mod agency;
 mod quota_request;
-mod tls;
 
 pub use quota_request::merged_quota;
 
@@ -61,10 +60,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let settings = &ctx.settings;
-    let tls = tls::load_or_generate(
+    let tls = govbroker_tls::load_or_generate(
         settings.webhook_cert_dir.as_deref(),
         &settings.webhook_hosts(),
-    )?;
+        "govbroker-webhook",
+    )
+    .map_err(|e| Error::Webhook(e.to_string()))?;
+    let server_config =
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(tls.server_config));
     let own_user = own_user(&ctx.client).await?;
     info!(user = %own_user, "the operator acts as");
     let state = WebhookState {
@@ -87,8 +90,8 @@ pub async fn run(
         .with_state(state);
 
     let handle = axum_server::Handle::new();
-    let server = axum_server::bind_rustls(settings.webhook_addr, tls.server_config.clone())
-        .handle(handle.clone());
+    let server =
+        axum_server::bind_rustls(settings.webhook_addr, server_config).handle(handle.clone());
     let serving = tokio::spawn(server.serve(app.into_make_service()));
     {
         let handle = handle.clone();

@@ -1,35 +1,38 @@
-//! The webhook's serving certificate: read from a directory (`tls.crt`, `tls.key` and
-//! `ca.crt`, as cert-manager writes them) or generated at start-up.
+//! Serving certificates of govbroker's servers (the operator's admission webhook, the
+//! provisioning API): read from a directory (`tls.crt`, `tls.key` and `ca.crt`, as
+//! cert-manager writes them) or generated at start-up.
+#![forbid(unsafe_code)]
 
 use std::path::Path;
-use std::sync::Arc;
 
-use axum_server::tls_rustls::RustlsConfig;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::Error;
+/// Why a certificate could not be read or made; the message names the file or step.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(String);
 
-/// A serving configuration and the CA bundle the API server must trust.
+/// A serving configuration and the CA bundle clients must trust.
 pub struct Tls {
-    /// For the HTTPS server.
-    pub server_config: RustlsConfig,
+    /// For the HTTPS server (set ALPN protocols as the server needs).
+    pub server_config: rustls::ServerConfig,
     /// PEM of the CA that signed the serving certificate.
     pub ca_bundle: Vec<u8>,
 }
 
-/// Reads the certificate from `dir`, or generates a CA and a serving certificate for
-/// `hosts` (DNS names and IP addresses): kept in `dir` when one is given and empty (so a
-/// restarted operator keeps its CA and the API server never sees an unknown one), in
-/// memory otherwise.
-pub fn load_or_generate(dir: Option<&Path>, hosts: &[String]) -> Result<Tls, Error> {
+/// Reads the certificate from `dir`, or generates a CA and a serving certificate named
+/// `name` for `hosts` (DNS names and IP addresses): kept in `dir` when one is given and
+/// empty (so a restarted server keeps its CA and its clients never see an unknown one),
+/// in memory otherwise.
+pub fn load_or_generate(dir: Option<&Path>, hosts: &[String], name: &str) -> Result<Tls, Error> {
     if let Some(dir) = dir.filter(|d| !d.join("tls.crt").exists()) {
-        let pems = generate(hosts)?;
+        let pems = generate(hosts, name)?;
         let write = |name: &str, bytes: &[u8]| {
             std::fs::create_dir_all(dir)
                 .and_then(|()| std::fs::write(dir.join(name), bytes))
-                .map_err(|e| Error::Webhook(format!("writing {}: {e}", dir.join(name).display())))
+                .map_err(|e| Error(format!("writing {}: {e}", dir.join(name).display())))
         };
         write("ca.crt", &pems.ca)?;
         write("tls.crt", &pems.cert)?;
@@ -38,15 +41,14 @@ pub fn load_or_generate(dir: Option<&Path>, hosts: &[String]) -> Result<Tls, Err
         {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(dir.join("tls.key"), std::fs::Permissions::from_mode(0o600))
-                .map_err(|e| Error::Webhook(format!("protecting the webhook key: {e}")))?;
+                .map_err(|e| Error(format!("protecting {}: {e}", dir.join("tls.key").display())))?;
         }
     }
     let (cert_pem, key_pem, ca_pem) = match dir {
         Some(dir) => {
             let read = |name: &str| {
-                std::fs::read(dir.join(name)).map_err(|e| {
-                    Error::Webhook(format!("reading {}: {e}", dir.join(name).display()))
-                })
+                std::fs::read(dir.join(name))
+                    .map_err(|e| Error(format!("reading {}: {e}", dir.join(name).display())))
             };
             let cert = read("tls.crt")?;
             let key = read("tls.key")?;
@@ -55,21 +57,21 @@ pub fn load_or_generate(dir: Option<&Path>, hosts: &[String]) -> Result<Tls, Err
             (cert, key, ca)
         }
         None => {
-            let pems = generate(hosts)?;
+            let pems = generate(hosts, name)?;
             (pems.cert, pems.key, pems.ca)
         }
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| Error::Webhook(format!("webhook certificate: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| Error::Webhook(format!("webhook key: {e}")))?;
+        .map_err(|e| Error(format!("serving certificate: {e}")))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| Error(format!("serving key: {e}")))?;
     let config = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| Error::Webhook(format!("webhook TLS: {e}")))?;
+        .map_err(|e| Error(format!("TLS configuration: {e}")))?;
     Ok(Tls {
-        server_config: RustlsConfig::from_config(Arc::new(config)),
+        server_config: config,
         ca_bundle: ca_pem,
     })
 }
@@ -81,13 +83,13 @@ struct Pems {
     ca: Vec<u8>,
 }
 
-fn generate(hosts: &[String]) -> Result<Pems, Error> {
-    let err = |e: rcgen::Error| Error::Webhook(format!("generating the webhook certificate: {e}"));
+fn generate(hosts: &[String], name: &str) -> Result<Pems, Error> {
+    let err = |e: rcgen::Error| Error(format!("generating the certificate of {name}: {e}"));
     let ca_key = KeyPair::generate().map_err(err)?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "govbroker-webhook-ca");
+        .push(DnType::CommonName, format!("{name}-ca"));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -98,9 +100,7 @@ fn generate(hosts: &[String]) -> Result<Pems, Error> {
 
     let key = KeyPair::generate().map_err(err)?;
     let mut params = CertificateParams::new(hosts.to_vec()).map_err(err)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "govbroker-webhook");
+    params.distinguished_name.push(DnType::CommonName, name);
     let cert = params.signed_by(&key, &issuer).map_err(err)?;
     Ok(Pems {
         cert: cert.pem().into_bytes(),
