@@ -607,7 +607,10 @@ mod tests {
                     agency: None,
                 },
                 request_digest: digest(b""),
-                outcome: Outcome::ok(),
+                outcome: Outcome {
+                    code: "ok".into(),
+                    message: "DEL:\u{7f}".into(),
+                },
             },
             1,
             GENESIS_PREV_HASH,
@@ -615,7 +618,7 @@ mod tests {
         let expected = concat!(
             r#"{"actor":{"groups":["b","a\n\u0001"],"user":"Nguyễn \"Văn\" A\\"},"#,
             r#""method":"govbroker.v1.Agencies/UpdateAgency","#,
-            r#""outcome":{"code":"ok","message":""},"#,
+            "\"outcome\":{\"code\":\"ok\",\"message\":\"DEL:\u{7f}\"},",
             r#""prevHash":"0000000000000000000000000000000000000000000000000000000000000000","#,
             r#""requestDigest":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","#,
             r#""seq":1,"target":{"agency":null,"kind":"Agency","name":"so-tai-chinh"},"#,
@@ -626,6 +629,11 @@ mod tests {
             expected
         );
         assert_eq!(record.hash, digest(expected.as_bytes()));
+        // The same figure is quoted in docs/audit.md for people re-implementing the rule.
+        assert_eq!(
+            record.hash,
+            "daeb98725288ea41cb62e740c297a1b8148c1a0430a78c7955dc9c66588ddfc2"
+        );
     }
 
     #[test]
