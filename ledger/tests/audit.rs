@@ -224,6 +224,13 @@ async fn append_then_list_all_by_agency_by_time_and_in_pages() -> Result<()> {
         vec![4, 5, 6, 7]
     );
 
+    let past_the_end = AuditQuery {
+        after_seq: Some(u64::MAX),
+        ..AuditQuery::default()
+    };
+    let page = log.list(&past_the_end).await?;
+    assert!(page.records.is_empty() && page.next_after_seq.is_none());
+
     // Limits: 0 is refused, anything large is capped.
     let zero = AuditQuery {
         limit: 0,

@@ -53,7 +53,7 @@ pub fn is_digest(s: &str) -> bool {
 
 /// Who made the call, as the API authenticated them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Actor {
     /// The Kubernetes user name the API acted as.
     pub user: String,
@@ -63,7 +63,7 @@ pub struct Actor {
 
 /// What the call acted on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Target {
     /// Kind of the object, e.g. `Agency` or `QuotaRequest`.
     pub kind: String,
@@ -75,7 +75,7 @@ pub struct Target {
 
 /// How the call ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Outcome {
     /// Short code: `ok`, `permission_denied`, `invalid_argument`, ...
     pub code: String,
@@ -95,7 +95,7 @@ impl Outcome {
 
 /// One auditable event, as the API hands it to the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditEntry {
     /// When the call was made (the API's clock).
     #[serde(with = "rfc3339_nanos")]
@@ -113,8 +113,12 @@ pub struct AuditEntry {
 }
 
 /// An entry as stored: numbered and chained. Its camelCase JSON is the etcd value.
+///
+/// Decoding refuses unknown members (here and in the nested objects): the hash covers
+/// exactly these fields, so a member it does not cover is either tampering or a newer
+/// format that this version cannot verify, and must not be shown as verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuditRecord {
     /// Position in the chain, 1-based and gap-free.
     pub seq: u64,
@@ -232,7 +236,7 @@ impl AuditRecord {
 /// The end of the chain: the last record's seq and hash. Stored as the head key in etcd;
 /// a verified prefix's summary has the same shape and can start the next suffix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChainHead {
     /// Seq of the last record (0 for an empty chain).
     pub seq: u64,
@@ -653,6 +657,17 @@ mod tests {
 
     /// A named way of changing one field of a record.
     type Tampering = (&'static str, fn(&mut AuditRecord));
+
+    #[test]
+    fn members_the_hash_does_not_cover_are_refused() {
+        let record = &chain(1)[0];
+        let mut json = serde_json::to_value(record).unwrap();
+        json["approvedBy"] = "mallory".into();
+        assert!(serde_json::from_value::<AuditRecord>(json).is_err());
+        let mut json = serde_json::to_value(record).unwrap();
+        json["outcome"]["note"] = "hidden".into();
+        assert!(serde_json::from_value::<AuditRecord>(json).is_err());
+    }
 
     /// Every way of changing one field of one record.
     fn tamperings() -> Vec<Tampering> {

@@ -391,13 +391,26 @@ impl AuditLog {
             query.since.is_none_or(|since| r.time >= since)
                 && query.until.is_none_or(|until| r.time < until)
         };
+        // A time filter may skip most of what it reads: read full batches then, rather
+        // than `limit` records per round trip.
+        let batch_size = if query.since.is_some() || query.until.is_some() {
+            MAX_PAGE
+        } else {
+            limit
+        };
         let mut records = Vec::new();
         let mut after = query.after_seq.unwrap_or(0);
         let mut examined = 0;
         loop {
+            let Some(from) = after.checked_add(1) else {
+                return Ok(AuditPage {
+                    records,
+                    next_after_seq: None,
+                });
+            };
             let (batch, more) = match &query.agency {
-                None => self.range_more(after + 1, limit).await?,
-                Some(agency) => self.agency_batch(agency, after + 1, limit).await?,
+                None => self.range_more(from, batch_size).await?,
+                Some(agency) => self.agency_batch(agency, from, batch_size).await?,
             };
             for (index, record) in batch.iter().enumerate() {
                 after = record.seq;
