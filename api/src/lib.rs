@@ -1,11 +1,27 @@
-//! The govbroker provisioning API.
+//! The govbroker provisioning API: agencies, quota requests and the audit trail over
+//! tonic gRPC and HTTP/JSON on one port.
 //!
-//! This crate will hold the API that lets agency IT teams and finance staff work with
-//! govbroker without kubectl: a tonic gRPC service and its HTTP/JSON face, the protos,
-//! authentication (TokenReview, then impersonation or SubjectAccessReview so that
-//! Kubernetes RBAC decides who may do what), the audit trail, and the billing views
-//! and exports.
+//! Callers present a bearer token, checked with a Kubernetes TokenReview; the API then
+//! acts as the caller (impersonation) for writes and checks reads served from its
+//! watch-fed cache with a SubjectAccessReview, so Kubernetes RBAC decides everything,
+//! the same way for kubectl and for the API. Every mutating call and every refusal is
+//! appended to a hash-chained audit trail in govbroker's ledger etcd.
 //!
-//! It arrives in a later task; for now the crate only reserves its place in the
-//! workspace.
+//! - [`service`]: the operations, independent of transport;
+//! - [`grpc`] and [`http`]: the two faces; [`proto`]: the generated messages;
+//! - [`auth`]: identity and authorization; [`validate`] and [`convert`]: the edge.
 #![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod convert;
+pub mod error;
+pub mod grpc;
+pub mod http;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod settings;
+pub mod validate;
+
+pub use error::ApiError;
+pub use settings::Settings;

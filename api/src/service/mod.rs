@@ -1,0 +1,197 @@
+//! The operations of the API, independent of how they arrive (gRPC or HTTP/JSON).
+//!
+//! Every call goes through [`Api::call`]: authenticate the bearer token, run the
+//! operation as the caller, and record it in the audit trail when it changes something
+//! or is refused for identity or permission. The gRPC and HTTP faces are thin adapters
+//! around the functions of the submodules, one per service.
+
+pub mod agencies;
+pub mod audit;
+pub mod operations;
+pub mod quota_requests;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use govbroker_crds::{Agency, QuotaRequest};
+use govbroker_ledger::{Actor, AuditEntry, AuditLog, Outcome, Target};
+use kube::runtime::reflector::Store;
+use prometheus::{IntCounterVec, Opts, Registry};
+use tracing::{error, info};
+
+use crate::auth::{Caller, Identity};
+use crate::error::ApiError;
+
+/// Everything the operations share.
+pub struct Api {
+    /// Authentication, authorization and impersonating clients.
+    pub identity: Identity,
+    /// Every Agency, kept current by a watch.
+    pub agencies: Store<Agency>,
+    /// Every QuotaRequest, kept current by a watch.
+    pub quota_requests: Store<QuotaRequest>,
+    /// The audit trail.
+    pub audit: AuditLog,
+    /// Calls by method and outcome.
+    pub calls: IntCounterVec,
+    /// Audit records that could not be written.
+    pub audit_failures: IntCounterVec,
+}
+
+/// One method of the API: its full gRPC name and whether it changes anything.
+#[derive(Clone, Copy, Debug)]
+pub struct Method {
+    /// e.g. `govbroker.v1.Agencies/GetAgency`.
+    pub name: &'static str,
+    /// Mutating calls are always audited; reads only when refused.
+    pub mutating: bool,
+}
+
+impl Method {
+    const fn read(name: &'static str) -> Method {
+        Method {
+            name,
+            mutating: false,
+        }
+    }
+    const fn write(name: &'static str) -> Method {
+        Method {
+            name,
+            mutating: true,
+        }
+    }
+}
+
+/// Every method, by service.
+pub mod methods {
+    use super::Method;
+    /// Agencies/GetAgency.
+    pub const GET_AGENCY: Method = Method::read("govbroker.v1.Agencies/GetAgency");
+    /// Agencies/ListAgencies.
+    pub const LIST_AGENCIES: Method = Method::read("govbroker.v1.Agencies/ListAgencies");
+    /// Agencies/GetAgencyTree.
+    pub const GET_AGENCY_TREE: Method = Method::read("govbroker.v1.Agencies/GetAgencyTree");
+    /// Agencies/CreateAgency.
+    pub const CREATE_AGENCY: Method = Method::write("govbroker.v1.Agencies/CreateAgency");
+    /// Agencies/UpdateAgency.
+    pub const UPDATE_AGENCY: Method = Method::write("govbroker.v1.Agencies/UpdateAgency");
+    /// Agencies/DeleteAgency.
+    pub const DELETE_AGENCY: Method = Method::write("govbroker.v1.Agencies/DeleteAgency");
+    /// Agencies/WatchAgency.
+    pub const WATCH_AGENCY: Method = Method::read("govbroker.v1.Agencies/WatchAgency");
+    /// QuotaRequests/CreateQuotaRequest.
+    pub const CREATE_QUOTA_REQUEST: Method =
+        Method::write("govbroker.v1.QuotaRequests/CreateQuotaRequest");
+    /// QuotaRequests/ListQuotaRequests.
+    pub const LIST_QUOTA_REQUESTS: Method =
+        Method::read("govbroker.v1.QuotaRequests/ListQuotaRequests");
+    /// QuotaRequests/ApproveQuotaRequest.
+    pub const APPROVE_QUOTA_REQUEST: Method =
+        Method::write("govbroker.v1.QuotaRequests/ApproveQuotaRequest");
+    /// QuotaRequests/RejectQuotaRequest.
+    pub const REJECT_QUOTA_REQUEST: Method =
+        Method::write("govbroker.v1.QuotaRequests/RejectQuotaRequest");
+    /// Audit/ListAuditRecords.
+    pub const LIST_AUDIT_RECORDS: Method = Method::read("govbroker.v1.Audit/ListAuditRecords");
+}
+
+/// What a call acts on, for the audit trail.
+pub fn target(kind: &str, name: &str, agency: Option<&str>) -> Target {
+    Target {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        agency: agency.filter(|a| !a.is_empty()).map(str::to_owned),
+    }
+}
+
+impl Api {
+    /// Prometheus counters of the API, registered in `registry`.
+    pub fn counters(
+        registry: &Registry,
+    ) -> Result<(IntCounterVec, IntCounterVec), prometheus::Error> {
+        let calls = IntCounterVec::new(
+            Opts::new(
+                "govbroker_api_calls_total",
+                "API calls by method and outcome",
+            ),
+            &["method", "outcome"],
+        )?;
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "govbroker_api_audit_write_failures_total",
+                "Audit records that could not be written to the ledger",
+            ),
+            &["method"],
+        )?;
+        registry.register(Box::new(calls.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        Ok((calls, failures))
+    }
+
+    /// Runs `operation` for the bearer of `token`, auditing it as `method` on `target`.
+    /// `request` is the request's protobuf encoding, digested into the record.
+    pub async fn call<T, F, Fut>(
+        self: &Arc<Self>,
+        method: Method,
+        token: Option<&str>,
+        request: &[u8],
+        target: Target,
+        operation: F,
+    ) -> Result<T, ApiError>
+    where
+        F: FnOnce(Arc<Api>, Caller) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        let started = jiff::Timestamp::now();
+        let (caller, result) = match self.identity.authenticate(token).await {
+            Ok(caller) => {
+                let result = operation(self.clone(), caller.clone()).await;
+                (Some(caller), result)
+            }
+            Err(e) => (None, Err(e)),
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code_name(),
+        };
+        self.calls.with_label_values(&[method.name, outcome]).inc();
+        let denied = result.as_ref().is_err_and(ApiError::is_denial);
+        if method.mutating || denied {
+            let entry = AuditEntry {
+                time: started,
+                actor: Actor {
+                    user: caller.as_ref().map(|c| c.user.clone()).unwrap_or_default(),
+                    groups: caller
+                        .as_ref()
+                        .map(|c| c.groups.clone())
+                        .unwrap_or_default(),
+                },
+                method: method.name.to_owned(),
+                target,
+                request_digest: govbroker_ledger::digest(request),
+                outcome: match &result {
+                    Ok(_) => Outcome::ok(),
+                    Err(e) => Outcome {
+                        code: e.code_name().to_owned(),
+                        message: e.to_string(),
+                    },
+                },
+            };
+            if let Err(e) = self.audit.append(entry.clone()).await {
+                // The call has happened; losing its record silently is the one thing the
+                // trail must not do, so it goes to the log in full (it holds no secret).
+                self.audit_failures.with_label_values(&[method.name]).inc();
+                error!(error = %e, record = %serde_json::to_string(&entry).unwrap_or_default(), "audit record not written");
+            }
+        }
+        if let Err(e) = &result {
+            info!(
+                method = method.name,
+                user = caller.as_ref().map(|c| c.user.as_str()).unwrap_or(""),
+                code = e.code_name(),
+                "refused"
+            );
+        }
+        result
+    }
+}
