@@ -366,7 +366,10 @@ async fn tampering_is_reported_at_the_right_seq() -> Result<()> {
 
     // Record 3 recorded a successful call; rewrite it as denied.
     let key3 = scratch.key("records/00000000000000000003");
-    let original = raw.get(key3.clone(), None).await?.kvs()[0].value().to_vec();
+    let stored3 = raw.get(key3.clone(), None).await?;
+    // Records are written once: version 1 (docs/audit.md uses this for forensics).
+    assert_eq!(stored3.kvs()[0].version(), 1);
+    let original = stored3.kvs()[0].value().to_vec();
     let mut forged: serde_json::Value = serde_json::from_slice(&original)?;
     forged["outcome"] = serde_json::json!({ "code": "permission_denied", "message": "" });
     raw.put(key3.clone(), serde_json::to_vec(&forged)?, None)
@@ -381,6 +384,7 @@ async fn tampering_is_reported_at_the_right_seq() -> Result<()> {
         "{broken}"
     );
     assert_eq!(log.verify(None, 2).await?.unwrap_err(), broken);
+    assert_eq!(raw.get(key3.clone(), None).await?.kvs()[0].version(), 2);
 
     // Put it back: the chain verifies again.
     raw.put(key3.clone(), original, None).await?;

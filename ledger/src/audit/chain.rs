@@ -640,6 +640,24 @@ mod tests {
         );
     }
 
+    /// The example record of docs/audit.md, whose hash was computed there with jq.
+    #[test]
+    fn documented_example_record_hashes_as_documented() {
+        let record: AuditRecord = serde_json::from_str(concat!(
+            r#"{"seq":7,"time":"2025-03-01T08:06:00.123456789Z","#,
+            r#""actor":{"user":"alice","groups":["govbroker:agency-admins","system:authenticated"]},"#,
+            r#""method":"govbroker.v1.Agencies/UpdateAgency","#,
+            r#""target":{"kind":"Agency","name":"so-tai-chinh","agency":"so-tai-chinh"},"#,
+            r#""requestDigest":"4f577f312fb157f53b4d7c1bc23fb65ed99261b992b28bb43c497e4af1b74343","#,
+            r#""outcome":{"code":"ok","message":""},"#,
+            r#""prevHash":"ff265ddacaf872945c31beb9ab4820014bfe1f9990967ee612d9e9578d843126","#,
+            r#""hash":"9e41d87fccb30a3fd6329cdcd96cc12d81a0c23426c403f976d4b0a17249753b"}"#,
+        ))
+        .unwrap();
+        assert_eq!(record.compute_hash(), record.hash);
+        assert_eq!(record.request_digest, digest(br#"{"name":"so-tai-chinh"}"#));
+    }
+
     #[test]
     fn record_json_round_trips_in_camel_case() {
         let record = &chain(2)[1];
