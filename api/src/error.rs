@@ -164,9 +164,11 @@ impl ApiError {
             kube::Error::Api(status) => {
                 let message = status.message.clone();
                 match status.code {
+                    400 | 403 | 422 if message.contains("admission webhook") => {
+                        webhook_denial(&message)
+                    }
                     400 | 422 => ApiError::invalid(field_of(&message), message),
                     401 => ApiError::Unauthenticated(message),
-                    403 if message.contains("admission webhook") => webhook_denial(&message),
                     403 => ApiError::PermissionDenied(message),
                     404 => ApiError::NotFound(format!("{what} does not exist")),
                     409 if status.reason == "AlreadyExists" => {
@@ -198,10 +200,15 @@ fn webhook_denial(message: &str) -> ApiError {
         .to_owned();
     if reason.contains("is left") || reason.contains("does not fit") {
         ApiError::FailedPrecondition(reason)
-    } else if reason.contains(" may not ")
-        || reason.contains("only owners")
-        || reason.contains("only its owners")
-        || reason.contains("may decide")
+    } else if [
+        " may not ",
+        "only owners",
+        "only its owners",
+        "only platform admins",
+        "only a platform admin",
+    ]
+    .iter()
+    .any(|phrase| reason.contains(phrase))
     {
         ApiError::PermissionDenied(reason)
     } else {
@@ -262,6 +269,11 @@ mod tests {
         );
         let who = "admission webhook \"agencies.govbroker.io\" denied the request: bob may not change agency a: only its owners (and platform admins) may";
         assert!(matches!(webhook_denial(who), ApiError::PermissionDenied(_)));
+        let field = "admission webhook \"x\" denied the request: spec.quota: an agency's owners may change its displayName, owners, viewers, environments, but the quota only a platform admin may change";
+        assert!(matches!(
+            webhook_denial(field),
+            ApiError::PermissionDenied(_)
+        ));
         let shape = "admission webhook \"x\" denied the request: spec.parent: a Commune's parent must be a District";
         assert_eq!(
             webhook_denial(shape),

@@ -268,7 +268,7 @@ pub fn openapi() -> Value {
     })
 }
 
-/// The router of the HTTP face.
+/// The router of the HTTP face (without a fallback: see [`not_found`]).
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route(OPENAPI_PATH, get(|| async { Json(openapi()) }))
@@ -286,12 +286,14 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/quotarequests/{name}/approve", post(approve))
         .route("/v1/quotarequests/{name}/reject", post(reject))
         .route("/v1/audit", get(list_audit))
-        .fallback(|| async {
-            ApiError::NotFound(format!(
-                "no such path: the API's paths are listed at {OPENAPI_PATH}"
-            ))
-        })
         .with_state(api)
+}
+
+/// The answer to a path no route serves (set on the merged router: gRPC's and HTTP's).
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound(format!(
+        "no such path: the API's paths are listed at {OPENAPI_PATH}"
+    ))
 }
 
 type Params = Query<HashMap<String, String>>;

@@ -106,7 +106,25 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         .routes()
         .into_axum_router()
         .merge(crate::http::router(api))
-        .merge(health(ready, registry));
+        .fallback(crate::http::not_found);
+
+    let health_listener = tokio::net::TcpListener::bind(settings.health_addr)
+        .await
+        .map_err(|source| ServerError::Serve {
+            addr: settings.health_addr,
+            source,
+        })?;
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(health_listener, health(ready, registry))
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "the health server stopped");
+            }
+        });
+    }
 
     govbroker_signals(shutdown.clone())?;
     let addr = settings.listen;

@@ -26,12 +26,21 @@ pub enum LogFormat {
     # Plaintext for a loopback-only development setup:\n  \
     govbroker-api --listen 127.0.0.1:18500 --plaintext\n\n\
     The Kubernetes connection comes from KUBECONFIG or the in-cluster service account.\n\
-    The OpenAPI document is served at /openapi.json; /healthz, /readyz and /metrics too."
+    The OpenAPI document is served at /openapi.json; /healthz, /readyz and /metrics\n\
+    on --health-addr."
 )]
 pub struct Settings {
     /// Address for gRPC and HTTP/JSON (one port).
     #[arg(long, env = "GOVBROKER_API_LISTEN", default_value = "127.0.0.1:18500")]
     pub listen: SocketAddr,
+    /// Plain-HTTP address of /healthz, /readyz and /metrics (kept off the API port so
+    /// probes and Prometheus need no token and no TLS).
+    #[arg(
+        long,
+        env = "GOVBROKER_API_HEALTH_ADDR",
+        default_value = "127.0.0.1:18501"
+    )]
+    pub health_addr: SocketAddr,
     /// Directory with tls.crt and tls.key (and ca.crt). If it has none, a CA and a
     /// certificate are generated there and kept. Without it, they live in memory.
     #[arg(long, env = "GOVBROKER_API_TLS_CERT_DIR")]

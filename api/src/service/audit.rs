@@ -49,7 +49,8 @@ impl Api {
             Permission::all("get", "agencies").with_subresource(virtual_subresource::AUDIT)
         } else {
             validate::agency_name("agency", &request.agency)?;
-            Permission::on("get", "agencies", &request.agency).with_subresource(virtual_subresource::AUDIT)
+            Permission::on("get", "agencies", &request.agency)
+                .with_subresource(virtual_subresource::AUDIT)
         };
         self.identity.require(&caller, &permission).await?;
         let query = AuditQuery {

@@ -9,6 +9,8 @@
 //!   to synchronise.
 #![forbid(unsafe_code)]
 
+pub mod api;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,157 @@
+//! The provisioning API under test: built, given its RBAC and identity, and started
+//! once per test process (each test binary gets a fresh audit chain).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+
+use super::{Cluster, DEFAULT_TIMEOUT, cluster, http_get, run, unique_suffix, workspace_root};
+
+/// Address of the API (gRPC and HTTP/JSON, TLS) in tests.
+pub const API_ADDR: &str = "127.0.0.1:18500";
+/// Plain-HTTP health and metrics address of the API in tests.
+pub const API_HEALTH_ADDR: &str = "127.0.0.1:18501";
+/// The platform-admin group (the operator's default `--platform-admin-group`).
+pub const PLATFORM_ADMINS: &str = "govbroker:platform-admins";
+/// The finance-viewer group the tests bind the chart's role to.
+pub const FINANCE: &str = "govbroker:finance";
+
+/// A running API.
+#[derive(Debug)]
+pub struct ApiServer {
+    /// `https://127.0.0.1:18500`.
+    pub url: String,
+    /// PEM of the CA that signed the API's certificate.
+    pub ca_pem: Vec<u8>,
+    /// Its CA file, for govctl's `--ca-file`.
+    pub ca_file: PathBuf,
+    /// The ledger key prefix of this run's audit chain.
+    pub ledger_prefix: String,
+}
+
+static API: OnceLock<Result<ApiServer, String>> = OnceLock::new();
+
+/// Builds `bin` of `package` (a no-op when fresh) and returns its path, next to the
+/// running test binary's profile directory.
+pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["build", "--quiet", "-p", package, "--bin", bin]))?;
+    let exe = std::env::current_exe()?;
+    // <target>/<profile>/deps/<test>
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .context("finding the profile directory from the test binary")?;
+    Ok(profile_dir.join(bin))
+}
+
+/// The operator and the API, running against the local cluster, once per test process.
+pub fn api_server() -> &'static ApiServer {
+    let result = API.get_or_init(|| start().map_err(|e| format!("{e:#}")));
+    match result {
+        Ok(api) => api,
+        Err(e) => panic!("the API could not start: {e}"),
+    }
+}
+
+fn start() -> Result<ApiServer> {
+    let operator = workspace_binary("govbroker-operator", "govbroker-operator")?;
+    super::operator(operator.to_str().context("operator path")?);
+    let api = workspace_binary("govbroker-api", "govbroker-api")?;
+    let cluster = cluster();
+    install_rbac(cluster)?;
+    let kubeconfig = cluster.state_dir.join("api.kubeconfig");
+    run(Command::new(cluster.bin_dir.join("govcluster"))
+        .args(["user", "--state-dir"])
+        .arg(&cluster.state_dir)
+        .args(["--name", "govbroker-api", "--out"])
+        .arg(&kubeconfig))?;
+    let pki = cluster.state_dir.join("api-pki");
+    let ledger_prefix = format!("/govbroker-e2e-{}", unique_suffix());
+    run(Command::new(cluster.bin_dir.join("govcluster"))
+        .args(["spawn", "--state-dir"])
+        .arg(&cluster.state_dir)
+        .args([
+            "--name",
+            "api",
+            "--wait-port",
+            API_HEALTH_ADDR.rsplit(':').next().unwrap_or_default(),
+            "--",
+        ])
+        .arg("env")
+        .arg(format!("KUBECONFIG={}", kubeconfig.display()))
+        .arg("RUST_LOG=info,kube_runtime=warn")
+        .arg(&api)
+        .args(["--listen", API_ADDR, "--health-addr", API_HEALTH_ADDR])
+        .arg("--tls-cert-dir")
+        .arg(&pki)
+        .args(["--ledger-prefix", &ledger_prefix]))?;
+    let deadline = Instant::now() + DEFAULT_TIMEOUT;
+    while !http_get(API_HEALTH_ADDR, "/readyz").is_ok_and(|(code, _)| code == 200) {
+        if Instant::now() > deadline {
+            bail!(
+                "the API did not become ready within {DEFAULT_TIMEOUT:?}; see {}",
+                cluster.state_dir.join("logs/api.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let ca_file = pki.join("ca.crt");
+    Ok(ApiServer {
+        url: format!("https://{API_ADDR}"),
+        ca_pem: std::fs::read(&ca_file)
+            .with_context(|| format!("reading {}", ca_file.display()))?,
+        ca_file,
+        ledger_prefix,
+    })
+}
+
+/// Applies the chart's ClusterRoles and binds them as an installation would: the API's
+/// role to the `govbroker-api` user, platform-admin and finance-viewer to their groups.
+fn install_rbac(cluster: &Cluster) -> Result<()> {
+    let kubectl = cluster.bin_dir.join("kubectl");
+    let roles = workspace_root().join("charts/govbroker/templates/clusterroles.yaml");
+    run(Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=govbroker-install",
+            "-f",
+        ])
+        .arg(&roles))?;
+    let bindings = [
+        ("govbroker-api", "User", "govbroker-api"),
+        ("govbroker-platform-admin", "Group", PLATFORM_ADMINS),
+        ("govbroker-finance-viewer", "Group", FINANCE),
+    ]
+    .iter()
+    .map(|(role, kind, subject)| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {role}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {role}\nsubjects:\n  - kind: {kind}\n    apiGroup: rbac.authorization.k8s.io\n    name: \"{subject}\"\n"
+        )
+    })
+    .collect::<Vec<_>>()
+    .join("---\n");
+    let file = cluster.state_dir.join("api-bindings.yaml");
+    std::fs::write(&file, bindings)?;
+    run(Command::new(&kubectl)
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=govbroker-install",
+            "-f",
+        ])
+        .arg(&file))?;
+    Ok(())
+}
