@@ -2,7 +2,8 @@
 //!
 //! The two commands of the README live here: `cargo xtask cloud up` starts a local
 //! government cloud (a real Kubernetes control plane built from the Go module proxy,
-//! the CRDs and the operator) and `cargo xtask test` runs the whole test suite.
+//! the CRDs, the operator and the provisioning API, seeded with demo agencies) and
+//! `cargo xtask test` runs the whole test suite.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,16 @@ use clap::{Parser, Subcommand};
 const OPERATOR_METRICS_ADDR: &str = "127.0.0.1:18080";
 /// Loopback address of the operator's admission webhook in the local cloud.
 const OPERATOR_WEBHOOK_ADDR: &str = "127.0.0.1:18443";
+/// Address of the provisioning API (gRPC and HTTP/JSON, TLS) in the local cloud.
+const API_ADDR: &str = "127.0.0.1:18500";
+/// Plain-HTTP health and metrics address of the API in the local cloud.
+const API_HEALTH_ADDR: &str = "127.0.0.1:18501";
+/// The owner of a demo agency (demo/agencies.yaml) that `cloud up` mints a token for.
+const DEMO_OWNER: (&str, &str) = ("nguyen.van.an@danang.gov.vn", "so-tttt-da-nang");
+
+/// Debian packages the build and the tests need, by the command that shows each is
+/// installed: protoc compiles the protos (ours and etcd-client's).
+const SYSTEM_PACKAGES: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
 
 #[derive(Parser)]
 #[command(
@@ -38,7 +49,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// The local government cloud: control plane, CRDs and the operator.
+    /// The local government cloud: control plane, CRDs, the operator and the API.
     Cloud {
         #[command(subcommand)]
         action: CloudAction,
@@ -243,6 +254,7 @@ impl Project {
 
     fn cloud_up(&self, nodes: u32) -> Result<()> {
         let started = Instant::now();
+        ensure_system_packages()?;
         self.cluster_up(nodes)?;
         self.install_crds()?;
 
@@ -268,7 +280,50 @@ impl Project {
                 .arg("--webhook-cert-dir")
                 .arg(self.state_dir().join("webhook-pki")),
         )?;
-        self.wait_operator_ready()?;
+        self.wait_ready("operator", OPERATOR_METRICS_ADDR)?;
+
+        step("Building and starting the provisioning API");
+        for file in [
+            "charts/govbroker/templates/clusterroles.yaml",
+            "demo/rbac.yaml",
+        ] {
+            run_cmd(
+                Command::new(self.cluster_bin().join("kubectl"))
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig)
+                    .args([
+                        "apply",
+                        "--server-side",
+                        "--force-conflicts",
+                        "--field-manager=govbroker-install",
+                        "-f",
+                    ])
+                    .arg(self.root.join(file)),
+            )?;
+        }
+        self.cargo(&["build", "--quiet", "-p", "govbroker-api", "-p", "govctl"])?;
+        let api_kubeconfig = self.state_dir().join("api.kubeconfig");
+        self.govcluster(&[
+            "user",
+            "--name",
+            "govbroker-api",
+            "--out",
+            path_str(&api_kubeconfig)?,
+        ])?;
+        let api_pki = self.state_dir().join("api-pki");
+        run_cmd(
+            Command::new(self.cluster_bin().join("govcluster"))
+                .args(["spawn", "--state-dir"])
+                .arg(self.state_dir())
+                .args(["--name", "api", "--wait-port", "18501", "--"])
+                .arg("env")
+                .arg(format!("KUBECONFIG={}", api_kubeconfig.display()))
+                .arg(self.target.join("debug").join("govbroker-api"))
+                .args(["--listen", API_ADDR, "--health-addr", API_HEALTH_ADDR])
+                .arg("--tls-cert-dir")
+                .arg(&api_pki),
+        )?;
+        self.wait_ready("API", API_HEALTH_ADDR)?;
 
         step("Seeding the demo agencies (demo/agencies.yaml)");
         run_cmd(
@@ -302,8 +357,12 @@ impl Project {
                 .args(["get", "agencies", "-o", "wide"]),
         )?;
 
+        let owner_token = self.mint_token(DEMO_OWNER.0, &[])?;
+        let admin_token = self.mint_token("admin@gov.vn", &["govbroker:platform-admins"])?;
         let bin = self.cluster_bin();
         let logs = self.state_dir().join("logs");
+        let govctl = self.target.join("debug").join("govctl");
+        let ca = api_pki.join("ca.crt");
         println!(
             "\nThe local government cloud is up ({:.0}s).\n\n\
              Point kubectl at it:\n  \
@@ -312,8 +371,17 @@ impl Project {
                kubectl get agencies              # the demo tree (short name: ag)\n  \
                kubectl get ns -l govbroker.io/agency=so-tttt-da-nang\n  \
                kubectl explain agency.spec\n\n\
+             Use the provisioning API as {owner}, owner of {agency} (a token for an hour):\n  \
+               alias govctl={govctl}\n  \
+               govctl login --server https://{api} --ca-file {ca} --token {owner_token}\n  \
+               govctl agency tree tp-da-nang\n  \
+               govctl quota request {agency} --cpu 4 --justification \"Cổng dịch vụ công cần thêm CPU\"\n\
+             As a platform admin: govctl login ... --token {admin_token}\n\
+             HTTP/JSON: curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" https://{api}/v1/agencies\n\
+             API docs:  https://{api}/openapi.json\n\n\
              Operator:  http://{metrics}/healthz  /readyz  /metrics\n\
-             Logs:      {logs}/  (kube-apiserver.log, operator.log, ...)\n\
+             API:       http://{api_health}/healthz  /readyz  /metrics\n\
+             Logs:      {logs}/  (kube-apiserver.log, operator.log, api.log, ...)\n\
              Stop it:   cargo xtask cloud down   (add --purge to forget its data)",
             started.elapsed().as_secs_f64(),
             kubeconfig = kubeconfig.display(),
@@ -321,15 +389,40 @@ impl Project {
             k8s = std::fs::read_to_string(self.root.join("tests/cluster/K8S_VERSION"))?.trim(),
             metrics = OPERATOR_METRICS_ADDR,
             logs = logs.display(),
+            owner = DEMO_OWNER.0,
+            agency = DEMO_OWNER.1,
+            govctl = govctl.display(),
+            api = API_ADDR,
+            api_health = API_HEALTH_ADDR,
+            ca = ca.display(),
         );
         Ok(())
     }
 
-    /// Waits until the operator answers /readyz (connected, webhook configured).
-    fn wait_operator_ready(&self) -> Result<()> {
+    /// A bearer token for `user` in `groups`, valid for an hour (`govcluster token`).
+    fn mint_token(&self, user: &str, groups: &[&str]) -> Result<String> {
+        let mut cmd = Command::new(self.cluster_bin().join("govcluster"));
+        cmd.args(["token", "--state-dir"])
+            .arg(self.state_dir())
+            .args(["--user", user]);
+        for group in groups {
+            cmd.args(["--group", group]);
+        }
+        let out = cmd.output().context("running govcluster token")?;
+        if !out.status.success() {
+            bail!(
+                "govcluster token failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Waits until `what` answers /readyz on `addr` (plain HTTP).
+    fn wait_ready(&self, what: &str, addr: &str) -> Result<()> {
         let deadline = Instant::now() + std::time::Duration::from_secs(120);
         loop {
-            if let Ok(mut stream) = std::net::TcpStream::connect(OPERATOR_METRICS_ADDR) {
+            if let Ok(mut stream) = std::net::TcpStream::connect(addr) {
                 use std::io::{Read as _, Write as _};
                 let mut response = String::new();
                 let asked = write!(stream, "GET /readyz HTTP/1.0\r\n\r\n").is_ok();
@@ -342,8 +435,8 @@ impl Project {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "the operator did not become ready within 120s; see {}",
-                    self.state_dir().join("logs/operator.log").display()
+                    "the {what} did not become ready within 120s; see the logs in {}",
+                    self.state_dir().join("logs").display()
                 );
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
@@ -352,6 +445,7 @@ impl Project {
 
     fn test(&self, keep: bool, cargo_test_args: &[String]) -> Result<()> {
         let started = Instant::now();
+        ensure_system_packages()?;
         step("Checking formatting");
         self.cargo(&["fmt", "--all", "--check"])?;
         step("Linting (clippy, warnings are errors)");
@@ -436,6 +530,52 @@ fn count(summary: &str, what: &str) -> u64 {
         .and_then(|n| n.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// Installs the Debian packages in [`SYSTEM_PACKAGES`] that are missing (with apt-get,
+/// as root or through sudo), so a fresh machine needs nothing installed by hand.
+fn ensure_system_packages() -> Result<()> {
+    let missing: Vec<&str> = SYSTEM_PACKAGES
+        .iter()
+        .filter(|(command, _)| {
+            !Command::new("sh")
+                .args(["-c", &format!("command -v {command}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    step(&format!(
+        "Installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let apt = |args: &[&str]| {
+        let mut cmd = if root {
+            Command::new("apt-get")
+        } else {
+            let mut sudo = Command::new("sudo");
+            sudo.arg("apt-get");
+            sudo
+        };
+        cmd.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        run_cmd(&mut cmd)
+    };
+    let mut install = vec!["install", "-y", "--no-install-recommends"];
+    install.extend(&missing);
+    if apt(&install).is_err() {
+        // A fresh machine may have no package lists yet.
+        apt(&["update"])?;
+        apt(&install)
+            .with_context(|| format!("installing {} (needs root or sudo)", missing.join(" ")))?;
+    }
+    Ok(())
 }
 
 fn cargo() -> String {

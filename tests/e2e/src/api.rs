@@ -111,8 +111,9 @@ fn start() -> Result<ApiServer> {
     })
 }
 
-/// Applies the chart's ClusterRoles and binds them as an installation would: the API's
-/// role to the `govbroker-api` user, platform-admin and finance-viewer to their groups.
+/// Applies the chart's ClusterRoles and `demo/rbac.yaml`, which binds them as an
+/// installation would: the API's role to the `govbroker-api` user, platform-admin and
+/// finance-viewer to their groups.
 fn install_rbac(cluster: &Cluster) -> Result<()> {
     let kubectl = cluster.bin_dir.join("kubectl");
     let roles = workspace_root().join("charts/govbroker/templates/clusterroles.yaml");
@@ -127,21 +128,7 @@ fn install_rbac(cluster: &Cluster) -> Result<()> {
             "-f",
         ])
         .arg(&roles))?;
-    let bindings = [
-        ("govbroker-api", "User", "govbroker-api"),
-        ("govbroker-platform-admin", "Group", PLATFORM_ADMINS),
-        ("govbroker-finance-viewer", "Group", FINANCE),
-    ]
-    .iter()
-    .map(|(role, kind, subject)| {
-        format!(
-            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {role}\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {role}\nsubjects:\n  - kind: {kind}\n    apiGroup: rbac.authorization.k8s.io\n    name: \"{subject}\"\n"
-        )
-    })
-    .collect::<Vec<_>>()
-    .join("---\n");
-    let file = cluster.state_dir.join("api-bindings.yaml");
-    std::fs::write(&file, bindings)?;
+    let bindings = workspace_root().join("demo/rbac.yaml");
     run(Command::new(&kubectl)
         .arg("--kubeconfig")
         .arg(&cluster.kubeconfig)
@@ -152,6 +139,6 @@ fn install_rbac(cluster: &Cluster) -> Result<()> {
             "--field-manager=govbroker-install",
             "-f",
         ])
-        .arg(&file))?;
+        .arg(&bindings))?;
     Ok(())
 }
