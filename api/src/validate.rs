@@ -82,6 +82,20 @@ pub fn text(field: &str, value: &str, max: usize, required: bool) -> Result<(), 
             ),
         ));
     }
+    // Bidirectional overrides make text display differently from what it is (a name
+    // that reads as another agency's).
+    if let Some(c) = value
+        .chars()
+        .find(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "contains the bidirectional control U+{:04X}, which makes text display as something else; remove it",
+                c as u32
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -267,6 +281,9 @@ mod tests {
     fn text_allows_vietnamese_and_refuses_control_characters() {
         assert!(text("display_name", "Ủy ban nhân dân xã Đông Hòa", 200, true).is_ok());
         assert!(text("display_name", "a\u{0}b", 200, true).is_err());
+        assert!(text("display_name", "Sở \u{202E}Y tế", 200, true).is_err());
+        // Decomposed (NFD) Vietnamese is still text.
+        assert!(text("display_name", "Ha\u{300} Nô\u{323}i", 200, true).is_ok());
         assert!(text("display_name", "  ", 200, true).is_err());
         assert!(text("display_name", &"ệ".repeat(201), 200, true).is_err());
         assert!(text("display_name", &"ệ".repeat(200), 200, true).is_ok());

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Cluster, DEFAULT_TIMEOUT, cluster, http_get, run, unique_suffix, workspace_root};
+use super::{
+    Cluster, DEFAULT_TIMEOUT, cluster, http_get, run, unique_suffix, workspace_root,
+};
 
 /// Address of the API (gRPC and HTTP/JSON, TLS) in tests.
 pub const API_ADDR: &str = "127.0.0.1:18500";
@@ -34,20 +36,27 @@ pub struct ApiServer {
 
 static API: OnceLock<Result<ApiServer, String>> = OnceLock::new();
 
-/// Builds `bin` of `package` (a no-op when fresh) and returns its path, next to the
-/// running test binary's profile directory.
+/// The binary `bin` of `package`, next to the running test binary's profile directory.
+///
+/// `cargo test --workspace` (what `cargo xtask test` runs) builds every package's
+/// binaries with the tests, so they are there and current. Only when one is missing
+/// (e.g. `cargo test -p govctl` alone) is it built here; building always would make
+/// cargo rebuild it with a different feature set than the test build's.
 pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    run(Command::new(cargo)
-        .current_dir(workspace_root())
-        .args(["build", "--quiet", "-p", package, "--bin", bin]))?;
     let exe = std::env::current_exe()?;
     // <target>/<profile>/deps/<test>
     let profile_dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .context("finding the profile directory from the test binary")?;
-    Ok(profile_dir.join(bin))
+    let path = profile_dir.join(bin);
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        run(Command::new(cargo)
+            .current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", package, "--bin", bin]))?;
+    }
+    Ok(path)
 }
 
 /// The operator and the API, running against the local cluster, once per test process.
@@ -72,7 +81,15 @@ fn start() -> Result<ApiServer> {
         .args(["--name", "govbroker-api", "--out"])
         .arg(&kubeconfig))?;
     let pki = cluster.state_dir.join("api-pki");
-    let ledger_prefix = format!("/govbroker-e2e-{}", unique_suffix());
+    // One chain per test binary, emptied at start: tests that tamper with records stay
+    // in their own chain, and runs leave no growing pile of keys behind.
+    let binary = std::env::current_exe()?
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .map(|s| s.rsplit_once('-').map_or(s, |(name, _hash)| name).to_owned())
+        .unwrap_or_else(unique_suffix);
+    let ledger_prefix = format!("/govbroker-e2e/{binary}");
+    clear_ledger(&ledger_prefix)?;
     run(Command::new(cluster.bin_dir.join("govcluster"))
         .args(["spawn", "--state-dir"])
         .arg(&cluster.state_dir)
@@ -109,6 +126,27 @@ fn start() -> Result<ApiServer> {
         ca_file,
         ledger_prefix,
     })
+}
+
+/// The ledger etcd of the local cloud.
+pub const LEDGER_ENDPOINT: &str = "http://127.0.0.1:12381";
+
+/// Deletes every key under `prefix` in the ledger etcd (on a thread of its own: this
+/// runs inside the tests' runtimes, which must not be blocked on).
+fn clear_ledger(prefix: &str) -> Result<()> {
+    let prefix = format!("{prefix}/");
+    std::thread::spawn(move || -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let mut client = etcd_client::Client::connect([LEDGER_ENDPOINT], None).await?;
+            client
+                .delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix()))
+                .await?;
+            Ok(())
+        })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("clearing the ledger panicked"))?
 }
 
 /// Applies the chart's ClusterRoles and `demo/rbac.yaml`, which binds them as an
