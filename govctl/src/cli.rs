@@ -395,7 +395,40 @@ pub enum AuditCommand {
     List(AuditListArgs),
     /// Fetch the whole audit trail and verify its hash chain locally
     #[command(after_help = AUDIT_VERIFY_EXAMPLES)]
-    Verify,
+    Verify(AuditVerifyArgs),
+}
+
+/// `govctl audit verify`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct AuditVerifyArgs {
+    /// A head printed by an earlier run, kept where the ledger's writers cannot change it:
+    /// record SEQ must still exist and hash to HASH (catches records removed from the
+    /// end, and a trail rewritten and re-hashed from some record on)
+    #[arg(long, value_name = "SEQ:HASH", value_parser = checkpoint)]
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// A record's seq and hash, known from an earlier verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The record's seq (1 or more).
+    pub seq: u64,
+    /// Its hash: 64 lower-case hex digits.
+    pub hash: String,
+}
+
+fn checkpoint(text: &str) -> Result<Checkpoint, String> {
+    let bad = || {
+        "expected SEQ:HASH, e.g. 1234:3f2a... (the seq and the 64-digit hash of a record)"
+            .to_owned()
+    };
+    let (seq, hash) = text.split_once(':').ok_or_else(bad)?;
+    let seq: u64 = seq.trim().parse().map_err(|_| bad())?;
+    let hash = hash.trim().to_ascii_lowercase();
+    if seq == 0 || !govbroker_ledger::is_digest(&hash) {
+        return Err(bad());
+    }
+    Ok(Checkpoint { seq, hash })
 }
 
 const AUDIT_LIST_EXAMPLES: &str = "\
@@ -437,11 +470,14 @@ const AUDIT_VERIFY_EXAMPLES: &str = "\
 Every record is fetched page by page (platform admins only) and its hash and link to the
 previous record are checked here, not on the server. Prints
 \"audit chain verified: N records, head <hash>\", or where the chain breaks and why
-(exit 8). Keep the head hash: a later run that does not reach it means records were removed.
+(exit 8). The chain alone cannot see records removed from the end: keep the head (seq and
+hash, e.g. from `-o json`) somewhere the ledger's writers cannot change, and pass it to later
+runs with --checkpoint.
 
 EXAMPLES:
   govctl audit verify
-  govctl audit verify -o json";
+  govctl audit verify -o json
+  govctl audit verify --checkpoint 1234:9e41d87fccb30a3fd6329cdcd96cc12d81a0c23426c403f976d4b0a17249753b";
 
 const COMPLETION_EXAMPLES: &str = "\
 EXAMPLES:

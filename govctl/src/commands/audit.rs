@@ -5,7 +5,7 @@ use govbroker_ledger::{Actor, AuditRecord, ChainBreak, ChainVerifier, Outcome, T
 use serde::Serialize;
 
 use super::{MAX_PAGE, gather, more_hint};
-use crate::cli::{AuditCommand, AuditListArgs};
+use crate::cli::{AuditCommand, AuditListArgs, AuditVerifyArgs, Checkpoint};
 use crate::connect::Connection;
 use crate::error::{Failure, exit};
 use crate::output::{Format, Table, emit, or_dash, print};
@@ -14,7 +14,7 @@ use crate::output::{Format, Table, emit, or_dash, print};
 pub async fn run(conn: &Connection, command: AuditCommand, format: Format) -> Result<(), Failure> {
     match command {
         AuditCommand::List(args) => list(conn, args, format).await,
-        AuditCommand::Verify => verify(conn, format).await,
+        AuditCommand::Verify(args) => verify(conn, args, format).await,
     }
 }
 
@@ -148,19 +148,27 @@ pub struct Verification {
 #[derive(Debug)]
 pub struct Verify {
     verifier: ChainVerifier,
+    checkpoint: Option<Checkpoint>,
     broken: Option<(u64, String)>,
 }
 
 impl Default for Verify {
     fn default() -> Self {
-        Verify {
-            verifier: ChainVerifier::from_genesis(),
-            broken: None,
-        }
+        Verify::new(None)
     }
 }
 
 impl Verify {
+    /// From record 1; with a checkpoint, record `checkpoint.seq` must exist and hash to
+    /// `checkpoint.hash`.
+    pub fn new(checkpoint: Option<Checkpoint>) -> Verify {
+        Verify {
+            verifier: ChainVerifier::from_genesis(),
+            checkpoint,
+            broken: None,
+        }
+    }
+
     /// Checks the next records; false once the chain is found broken.
     pub fn push(&mut self, records: &[proto::AuditRecord]) -> bool {
         for record in records {
@@ -176,13 +184,43 @@ impl Verify {
                 });
             if let Err(broken) = checked {
                 self.broken = Some(broken);
+            } else if let Some(cp) = &self.checkpoint
+                && cp.seq == record.seq
+                && cp.hash != record.hash
+            {
+                self.broken = Some((
+                    record.seq,
+                    format!(
+                        "audit record {} hashes to {} but the checkpoint says {}: the trail was \
+                         rewritten and re-hashed from this record or an earlier one; compare \
+                         it with an export or backup",
+                        record.seq, record.hash, cp.hash
+                    ),
+                ));
             }
         }
         self.broken.is_none()
     }
 
     /// The outcome.
-    pub fn finish(self) -> Verification {
+    pub fn finish(mut self) -> Verification {
+        let last = self.verifier.last().seq;
+        if self.broken.is_none()
+            && let Some(cp) = &self.checkpoint
+            && cp.seq > last
+        {
+            self.broken = Some((
+                last + 1,
+                format!(
+                    "the audit trail ends at record {last} but the checkpoint names record {}: \
+                     records {}..={} were removed from the end; restore them from an export or \
+                     backup",
+                    cp.seq,
+                    last + 1,
+                    cp.seq
+                ),
+            ));
+        }
         let summary = self.verifier.finish();
         let (broken_at, reason) = match self.broken {
             Some((seq, reason)) => (Some(seq), Some(reason)),
@@ -199,8 +237,8 @@ impl Verify {
     }
 }
 
-async fn verify(conn: &Connection, format: Format) -> Result<(), Failure> {
-    let mut check = Verify::default();
+async fn verify(conn: &Connection, args: AuditVerifyArgs, format: Format) -> Result<(), Failure> {
+    let mut check = Verify::new(args.checkpoint);
     let mut client = conn.audit();
     let mut token = String::new();
     // Paging by hand: a break stops fetching, and nothing is kept in memory.
@@ -360,6 +398,31 @@ mod tests {
         let mut check = Verify::default();
         assert!(!check.push(&records));
         assert_eq!(check.finish().broken_at, Some(2));
+    }
+
+    #[test]
+    fn a_checkpoint_catches_removal_from_the_end_and_rewrites() {
+        let records: Vec<_> = chain(6).iter().map(to_proto).collect();
+        let at = |seq: u64, hash: &str| {
+            Some(Checkpoint {
+                seq,
+                hash: hash.to_owned(),
+            })
+        };
+        // The checkpoint is still there: fine.
+        let mut check = Verify::new(at(4, &records[3].hash));
+        assert!(check.push(&records));
+        assert!(check.finish().verified);
+        // Records 5 and 6 removed, and a checkpoint at 6: the chain alone would pass.
+        let mut check = Verify::new(at(6, &records[5].hash));
+        assert!(check.push(&records[..4]));
+        let outcome = check.finish();
+        assert_eq!(outcome.broken_at, Some(5));
+        assert!(outcome.reason.unwrap().contains("5..=6"));
+        // A trail re-hashed consistently after the checkpoint was taken.
+        let mut check = Verify::new(at(4, &digest(b"the old record 4")));
+        assert!(!check.push(&records));
+        assert_eq!(check.finish().broken_at, Some(4));
     }
 
     #[test]
