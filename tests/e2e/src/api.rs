@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{
-    Cluster, DEFAULT_TIMEOUT, cluster, http_get, run, unique_suffix, workspace_root,
-};
+use super::{Cluster, DEFAULT_TIMEOUT, cluster, http_get, run, unique_suffix, workspace_root};
 
 /// Address of the API (gRPC and HTTP/JSON, TLS) in tests.
 pub const API_ADDR: &str = "127.0.0.1:18500";
@@ -86,7 +84,11 @@ fn start() -> Result<ApiServer> {
     let binary = std::env::current_exe()?
         .file_stem()
         .and_then(|s| s.to_str())
-        .map(|s| s.rsplit_once('-').map_or(s, |(name, _hash)| name).to_owned())
+        .map(|s| {
+            s.rsplit_once('-')
+                .map_or(s, |(name, _hash)| name)
+                .to_owned()
+        })
         .unwrap_or_else(unique_suffix);
     let ledger_prefix = format!("/govbroker-e2e/{binary}");
     clear_ledger(&ledger_prefix)?;
@@ -136,11 +138,16 @@ pub const LEDGER_ENDPOINT: &str = "http://127.0.0.1:12381";
 fn clear_ledger(prefix: &str) -> Result<()> {
     let prefix = format!("{prefix}/");
     std::thread::spawn(move || -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         runtime.block_on(async {
             let mut client = etcd_client::Client::connect([LEDGER_ENDPOINT], None).await?;
             client
-                .delete(prefix, Some(etcd_client::DeleteOptions::new().with_prefix()))
+                .delete(
+                    prefix,
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )
                 .await?;
             Ok(())
         })
