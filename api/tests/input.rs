@@ -43,8 +43,13 @@ fn expect_invalid<T: std::fmt::Debug>(
     result: Result<tonic::Response<T>, tonic::Status>,
 ) {
     match result {
-        Err(status) if status.code() == Code::InvalidArgument && status.message().contains(field) => {}
-        Err(status) => failures.push(format!("{what}: got {:?} {:?}, want InvalidArgument naming {field}", status.code(), status.message())),
+        Err(status)
+            if status.code() == Code::InvalidArgument && status.message().contains(field) => {}
+        Err(status) => failures.push(format!(
+            "{what}: got {:?} {:?}, want InvalidArgument naming {field}",
+            status.code(),
+            status.message()
+        )),
         Ok(r) => failures.push(format!("{what}: accepted: {:?}", r.into_inner())),
     }
 }
@@ -65,7 +70,10 @@ async fn bad_input_on_every_method_is_refused_and_changes_nothing() {
                 owners: Owners::default(),
                 viewers: Owners::default(),
                 environments: Vec::new(),
-                quota: ResourceAmounts { cpu: Some(Quantity("8".to_owned())), ..Default::default() },
+                quota: ResourceAmounts {
+                    cpu: Some(Quantity("8".to_owned())),
+                    ..Default::default()
+                },
             },
         );
         root.spec.level = AgencyLevel::Central;
@@ -73,36 +81,122 @@ async fn bad_input_on_every_method_is_refused_and_changes_nothing() {
         agencies.create(&PostParams::default(), &root).await?;
         let admin_token = cluster().token(&unique_name("admin"), &[PLATFORM_ADMINS])?;
         let mut admin = support::grpc(Some(&admin_token)).await?;
-        eventually("the API's cache has the agency", Duration::from_secs(30), || {
-            let mut admin = admin.clone();
-            let parent = parent.clone();
-            async move { Ok(admin.agencies.get_agency(proto::GetAgencyRequest { name: parent }).await.ok()) }
-        })
+        eventually(
+            "the API's cache has the agency",
+            Duration::from_secs(30),
+            || {
+                let mut admin = admin.clone();
+                let parent = parent.clone();
+                async move {
+                    Ok(admin
+                        .agencies
+                        .get_agency(proto::GetAgencyRequest { name: parent })
+                        .await
+                        .ok())
+                }
+            },
+        )
         .await?;
         let before = agencies.get(&parent).await?.resource_version();
         let qrs = Api::<QuotaRequest>::all(t.client.clone());
         let count_requests = || async {
-            Ok::<_, anyhow::Error>(qrs.list(&ListParams::default()).await?.items.iter().filter(|q| q.spec.agency == parent).count())
+            Ok::<_, anyhow::Error>(
+                qrs.list(&ListParams::default())
+                    .await?
+                    .items
+                    .iter()
+                    .filter(|q| q.spec.agency == parent)
+                    .count(),
+            )
         };
         let requests_before = count_requests().await?;
 
         let mut f = Vec::new();
         let a = &mut admin.agencies;
         for name in ["", "Bad_Name", "sở-y-tế", &"a".repeat(300), "a\u{0}b", "-x"] {
-            expect_invalid(&mut f, &format!("GetAgency({name:?})"), "name", a.get_agency(proto::GetAgencyRequest { name: name.to_owned() }).await);
-            expect_invalid(&mut f, &format!("GetAgencyTree({name:?})"), "name", a.get_agency_tree(proto::GetAgencyTreeRequest { name: name.to_owned(), max_depth: 0 }).await);
-            expect_invalid(&mut f, &format!("DeleteAgency({name:?})"), "name", a.delete_agency(proto::DeleteAgencyRequest { name: name.to_owned(), cascade: true }).await);
-            expect_invalid(&mut f, &format!("WatchAgency({name:?})"), "name", a.watch_agency(proto::WatchAgencyRequest { name: name.to_owned() }).await);
+            expect_invalid(
+                &mut f,
+                &format!("GetAgency({name:?})"),
+                "name",
+                a.get_agency(proto::GetAgencyRequest {
+                    name: name.to_owned(),
+                })
+                .await,
+            );
+            expect_invalid(
+                &mut f,
+                &format!("GetAgencyTree({name:?})"),
+                "name",
+                a.get_agency_tree(proto::GetAgencyTreeRequest {
+                    name: name.to_owned(),
+                    max_depth: 0,
+                })
+                .await,
+            );
+            expect_invalid(
+                &mut f,
+                &format!("DeleteAgency({name:?})"),
+                "name",
+                a.delete_agency(proto::DeleteAgencyRequest {
+                    name: name.to_owned(),
+                    cascade: true,
+                })
+                .await,
+            );
+            expect_invalid(
+                &mut f,
+                &format!("WatchAgency({name:?})"),
+                "name",
+                a.watch_agency(proto::WatchAgencyRequest {
+                    name: name.to_owned(),
+                })
+                .await,
+            );
         }
         let list = |r: proto::ListAgenciesRequest| r;
         for (field, request) in [
-            ("page_size", list(proto::ListAgenciesRequest { page_size: 5000, ..Default::default() })),
-            ("level", list(proto::ListAgenciesRequest { level: "Mayor".into(), ..Default::default() })),
-            ("security_level", list(proto::ListAgenciesRequest { security_level: 9, ..Default::default() })),
-            ("page_token", list(proto::ListAgenciesRequest { page_token: "not-a-token".into(), ..Default::default() })),
-            ("parent", list(proto::ListAgenciesRequest { parent: "UPPER".into(), ..Default::default() })),
+            (
+                "page_size",
+                list(proto::ListAgenciesRequest {
+                    page_size: 5000,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "level",
+                list(proto::ListAgenciesRequest {
+                    level: "Mayor".into(),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "security_level",
+                list(proto::ListAgenciesRequest {
+                    security_level: 9,
+                    ..Default::default()
+                }),
+            ),
+            (
+                "page_token",
+                list(proto::ListAgenciesRequest {
+                    page_token: "not-a-token".into(),
+                    ..Default::default()
+                }),
+            ),
+            (
+                "parent",
+                list(proto::ListAgenciesRequest {
+                    parent: "UPPER".into(),
+                    ..Default::default()
+                }),
+            ),
         ] {
-            expect_invalid(&mut f, &format!("ListAgencies bad {field}"), field, a.list_agencies(request).await);
+            expect_invalid(
+                &mut f,
+                &format!("ListAgencies bad {field}"),
+                field,
+                a.list_agencies(request).await,
+            );
         }
 
         let bad_name = unique_name("bad");
@@ -115,8 +209,12 @@ async fn bad_input_on_every_method_is_refused_and_changes_nothing() {
         with("agency.name", &|x| x.name = "Sở_Y_Tế".into());
         with("agency.name", &|x| x.name = "a".repeat(43));
         with("agency.display_name", &|x| x.display_name = String::new());
-        with("agency.display_name", &|x| x.display_name = "Sở\u{7}Y tế".into());
-        with("agency.display_name", &|x| x.display_name = "Sở \u{202E}Y tế".into());
+        with("agency.display_name", &|x| {
+            x.display_name = "Sở\u{7}Y tế".into()
+        });
+        with("agency.display_name", &|x| {
+            x.display_name = "Sở \u{202E}Y tế".into()
+        });
         with("agency.display_name", &|x| x.display_name = "ệ".repeat(201));
         with("agency.level", &|x| x.level = "Mayor".into());
         with("agency.security_level", &|x| x.security_level = 0);
@@ -125,47 +223,207 @@ async fn bad_input_on_every_method_is_refused_and_changes_nothing() {
         with("agency.quota.cpu", &|x| x.quota = amounts("lots"));
         with("agency.quota.cpu", &|x| x.quota = amounts("1e400"));
         with("agency.quota.cpu", &|x| x.quota = amounts("99999999"));
-        with("agency.quota.memory", &|x| x.quota = Some(proto::ResourceAmounts { memory: "9Ei".into(), ..Default::default() }));
-        with("agency.owners.users[0]", &|x| x.owners = Some(proto::Principals { users: vec![" padded ".into()], ..Default::default() }));
-        with("agency.owners.service_accounts[0]", &|x| x.owners = Some(proto::Principals { service_accounts: vec!["no-namespace".into()], ..Default::default() }));
-        with("agency.environments[0].name", &|x| x.environments = vec![proto::Environment { name: "Prod!".into(), quota: None }]);
-        with("agency.environments", &|x| x.environments = (0..17).map(|i| proto::Environment { name: format!("e{i}"), quota: None }).collect());
+        with("agency.quota.memory", &|x| {
+            x.quota = Some(proto::ResourceAmounts {
+                memory: "9Ei".into(),
+                ..Default::default()
+            })
+        });
+        with("agency.owners.users[0]", &|x| {
+            x.owners = Some(proto::Principals {
+                users: vec![" padded ".into()],
+                ..Default::default()
+            })
+        });
+        with("agency.owners.service_accounts[0]", &|x| {
+            x.owners = Some(proto::Principals {
+                service_accounts: vec!["no-namespace".into()],
+                ..Default::default()
+            })
+        });
+        with("agency.environments[0].name", &|x| {
+            x.environments = vec![proto::Environment {
+                name: "Prod!".into(),
+                quota: None,
+            }]
+        });
+        with("agency.environments", &|x| {
+            x.environments = (0..17)
+                .map(|i| proto::Environment {
+                    name: format!("e{i}"),
+                    quota: None,
+                })
+                .collect()
+        });
         for (field, agency) in cases {
-            expect_invalid(&mut f, &format!("CreateAgency bad {field}"), field, a.create_agency(proto::CreateAgencyRequest { agency: Some(agency) }).await);
+            expect_invalid(
+                &mut f,
+                &format!("CreateAgency bad {field}"),
+                field,
+                a.create_agency(proto::CreateAgencyRequest {
+                    agency: Some(agency),
+                })
+                .await,
+            );
         }
-        expect_invalid(&mut f, "CreateAgency without agency", "agency", a.create_agency(proto::CreateAgencyRequest { agency: None }).await);
+        expect_invalid(
+            &mut f,
+            "CreateAgency without agency",
+            "agency",
+            a.create_agency(proto::CreateAgencyRequest { agency: None })
+                .await,
+        );
 
         let update = |paths: &[&str], agency: proto::Agency| proto::UpdateAgencyRequest {
             name: parent.clone(),
             agency: Some(agency),
-            update_mask: Some(FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
+            update_mask: Some(FieldMask {
+                paths: paths.iter().map(|p| (*p).to_owned()).collect(),
+            }),
             resource_version: String::new(),
         };
-        expect_invalid(&mut f, "UpdateAgency with no mask", "update_mask", a.update_agency(update(&[], proto::Agency::default())).await);
-        expect_invalid(&mut f, "UpdateAgency of parent", "update_mask", a.update_agency(update(&["parent"], proto::Agency::default())).await);
-        expect_invalid(&mut f, "UpdateAgency bad display name", "agency.display_name", a.update_agency(update(&["display_name"], proto::Agency { display_name: "\u{0}".into(), ..Default::default() })).await);
-        expect_invalid(&mut f, "UpdateAgency negative quota", "agency.quota.cpu", a.update_agency(update(&["quota"], proto::Agency { quota: amounts("-5"), ..Default::default() })).await);
+        expect_invalid(
+            &mut f,
+            "UpdateAgency with no mask",
+            "update_mask",
+            a.update_agency(update(&[], proto::Agency::default())).await,
+        );
+        expect_invalid(
+            &mut f,
+            "UpdateAgency of parent",
+            "update_mask",
+            a.update_agency(update(&["parent"], proto::Agency::default()))
+                .await,
+        );
+        expect_invalid(
+            &mut f,
+            "UpdateAgency bad display name",
+            "agency.display_name",
+            a.update_agency(update(
+                &["display_name"],
+                proto::Agency {
+                    display_name: "\u{0}".into(),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        );
+        expect_invalid(
+            &mut f,
+            "UpdateAgency negative quota",
+            "agency.quota.cpu",
+            a.update_agency(update(
+                &["quota"],
+                proto::Agency {
+                    quota: amounts("-5"),
+                    ..Default::default()
+                },
+            ))
+            .await,
+        );
 
         let q = &mut admin.quota_requests;
-        let ask = |agency: &str, quota: Option<proto::ResourceAmounts>, justification: &str| proto::CreateQuotaRequestRequest {
-            agency: agency.to_owned(),
-            quota,
-            justification: justification.to_owned(),
+        let ask = |agency: &str, quota: Option<proto::ResourceAmounts>, justification: &str| {
+            proto::CreateQuotaRequestRequest {
+                agency: agency.to_owned(),
+                quota,
+                justification: justification.to_owned(),
+            }
         };
-        expect_invalid(&mut f, "CreateQuotaRequest no agency", "agency", q.create_quota_request(ask("", amounts("1"), "cần thêm")).await);
-        expect_invalid(&mut f, "CreateQuotaRequest empty quota", "quota", q.create_quota_request(ask(&parent, None, "cần thêm")).await);
-        expect_invalid(&mut f, "CreateQuotaRequest negative", "quota.cpu", q.create_quota_request(ask(&parent, amounts("-1"), "cần thêm")).await);
-        expect_invalid(&mut f, "CreateQuotaRequest no justification", "justification", q.create_quota_request(ask(&parent, amounts("1"), "  ")).await);
-        expect_invalid(&mut f, "CreateQuotaRequest long justification", "justification", q.create_quota_request(ask(&parent, amounts("1"), &"x".repeat(2001))).await);
-        expect_invalid(&mut f, "ListQuotaRequests bad phase", "phase", q.list_quota_requests(proto::ListQuotaRequestsRequest { phase: "Done".into(), ..Default::default() }).await);
-        expect_invalid(&mut f, "ListQuotaRequests big page", "page_size", q.list_quota_requests(proto::ListQuotaRequestsRequest { page_size: 1001, ..Default::default() }).await);
-        let decide = |name: &str, reason: &str| proto::DecideQuotaRequestRequest { name: name.to_owned(), reason: reason.to_owned() };
-        expect_invalid(&mut f, "Approve no name", "name", q.approve_quota_request(decide("", "ok")).await);
-        expect_invalid(&mut f, "Reject no reason", "reason", q.reject_quota_request(decide("some-request", "")).await);
+        expect_invalid(
+            &mut f,
+            "CreateQuotaRequest no agency",
+            "agency",
+            q.create_quota_request(ask("", amounts("1"), "cần thêm"))
+                .await,
+        );
+        expect_invalid(
+            &mut f,
+            "CreateQuotaRequest empty quota",
+            "quota",
+            q.create_quota_request(ask(&parent, None, "cần thêm")).await,
+        );
+        expect_invalid(
+            &mut f,
+            "CreateQuotaRequest negative",
+            "quota.cpu",
+            q.create_quota_request(ask(&parent, amounts("-1"), "cần thêm"))
+                .await,
+        );
+        expect_invalid(
+            &mut f,
+            "CreateQuotaRequest no justification",
+            "justification",
+            q.create_quota_request(ask(&parent, amounts("1"), "  "))
+                .await,
+        );
+        expect_invalid(
+            &mut f,
+            "CreateQuotaRequest long justification",
+            "justification",
+            q.create_quota_request(ask(&parent, amounts("1"), &"x".repeat(2001)))
+                .await,
+        );
+        expect_invalid(
+            &mut f,
+            "ListQuotaRequests bad phase",
+            "phase",
+            q.list_quota_requests(proto::ListQuotaRequestsRequest {
+                phase: "Done".into(),
+                ..Default::default()
+            })
+            .await,
+        );
+        expect_invalid(
+            &mut f,
+            "ListQuotaRequests big page",
+            "page_size",
+            q.list_quota_requests(proto::ListQuotaRequestsRequest {
+                page_size: 1001,
+                ..Default::default()
+            })
+            .await,
+        );
+        let decide = |name: &str, reason: &str| proto::DecideQuotaRequestRequest {
+            name: name.to_owned(),
+            reason: reason.to_owned(),
+        };
+        expect_invalid(
+            &mut f,
+            "Approve no name",
+            "name",
+            q.approve_quota_request(decide("", "ok")).await,
+        );
+        expect_invalid(
+            &mut f,
+            "Reject no reason",
+            "reason",
+            q.reject_quota_request(decide("some-request", "")).await,
+        );
 
         let audit = &mut admin.audit;
-        expect_invalid(&mut f, "ListAuditRecords bad since", "since", audit.list_audit_records(proto::ListAuditRecordsRequest { since: "yesterday".into(), ..Default::default() }).await);
-        expect_invalid(&mut f, "ListAuditRecords bad token", "page_token", audit.list_audit_records(proto::ListAuditRecordsRequest { page_token: "zz".into(), ..Default::default() }).await);
+        expect_invalid(
+            &mut f,
+            "ListAuditRecords bad since",
+            "since",
+            audit
+                .list_audit_records(proto::ListAuditRecordsRequest {
+                    since: "yesterday".into(),
+                    ..Default::default()
+                })
+                .await,
+        );
+        expect_invalid(
+            &mut f,
+            "ListAuditRecords bad token",
+            "page_token",
+            audit
+                .list_audit_records(proto::ListAuditRecordsRequest {
+                    page_token: "zz".into(),
+                    ..Default::default()
+                })
+                .await,
+        );
 
         // Nothing changed.
         if agencies.get(&parent).await?.resource_version() != before {
@@ -178,7 +436,11 @@ async fn bad_input_on_every_method_is_refused_and_changes_nothing() {
             f.push("a quota request was created".to_owned());
         }
         if !f.is_empty() {
-            bail!("{} bad inputs were not refused as they should be:\n  {}", f.len(), f.join("\n  "));
+            bail!(
+                "{} bad inputs were not refused as they should be:\n  {}",
+                f.len(),
+                f.join("\n  ")
+            );
         }
         Ok(())
     })

@@ -60,16 +60,21 @@ impl Api {
             after_seq,
             limit,
         };
-        let page =
-            self.audit.list(&query).await.map_err(|e| {
-                ApiError::unavailable(format!("the audit ledger cannot be read: {e}"))
-            })?;
+        let unreadable = |e: govbroker_ledger::LedgerError| {
+            ApiError::unavailable(format!("the audit ledger cannot be read: {e}"))
+        };
+        // The head first: records appended after it may follow in the page, never
+        // precede it.
+        let head = self.audit.head().await.map_err(unreadable)?;
+        let page = self.audit.list(&query).await.map_err(unreadable)?;
         Ok(proto::ListAuditRecordsResponse {
             records: page.records.iter().map(record_to_proto).collect(),
             next_page_token: page
                 .next_after_seq
                 .map(|s| validate::page_token(&s.to_string()))
                 .unwrap_or_default(),
+            head_seq: head.seq,
+            head_hash: head.hash,
         })
     }
 }

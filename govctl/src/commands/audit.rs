@@ -78,6 +78,7 @@ async fn list(conn: &Connection, args: AuditListArgs, format: Format) -> Result<
     let response = proto::ListAuditRecordsResponse {
         records: gathered.items,
         next_page_token: gathered.next_page_token,
+        ..Default::default()
     };
     print(format, &response, || table(&response.records))?;
     if format == Format::Table {
