@@ -374,7 +374,7 @@ impl Project {
              Use the provisioning API as {owner}, owner of {agency} (a token for an hour):\n  \
                alias govctl={govctl}\n  \
                govctl login --server https://{api} --ca-file {ca} --token {owner_token}\n  \
-               govctl agency tree tp-da-nang\n  \
+               govctl agency tree {agency}\n  \
                govctl quota request {agency} --cpu 4 --justification \"Cổng dịch vụ công cần thêm CPU\"\n\
              As a platform admin: govctl login ... --token {admin_token}\n\
              HTTP/JSON: curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" https://{api}/v1/agencies\n\

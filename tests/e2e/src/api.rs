@@ -42,17 +42,26 @@ static API: OnceLock<Result<ApiServer, String>> = OnceLock::new();
 /// cargo rebuild it with a different feature set than the test build's.
 pub fn workspace_binary(package: &str, bin: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // <target>/<profile>/deps/<test>
-    let profile_dir = exe
+    // A test runs as <target>/<profile>/deps/<test>, a benchmark as <target>/<profile>/<bin>.
+    let parent = exe
         .parent()
-        .and_then(|deps| deps.parent())
-        .context("finding the profile directory from the test binary")?;
+        .context("the running binary has no directory")?;
+    let profile_dir = if parent.ends_with("deps") {
+        parent.parent().context("finding the profile directory")?
+    } else {
+        parent
+    };
     let path = profile_dir.join(bin);
     if !path.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        run(Command::new(cargo)
+        let mut build = Command::new(cargo);
+        build
             .current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", package, "--bin", bin]))?;
+            .args(["build", "--quiet", "-p", package, "--bin", bin]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        run(&mut build)?;
     }
     Ok(path)
 }
