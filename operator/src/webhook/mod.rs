@@ -90,8 +90,12 @@ pub async fn run(
         .with_state(state);
 
     let handle = axum_server::Handle::new();
-    let server =
-        axum_server::bind_rustls(settings.webhook_addr, server_config).handle(handle.clone());
+    // TCP_NODELAY: without it small answers wait for delayed ACKs (~40 ms per review).
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(server_config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let server = axum_server::bind(settings.webhook_addr)
+        .acceptor(acceptor)
+        .handle(handle.clone());
     let serving = tokio::spawn(server.serve(app.into_make_service()));
     {
         let handle = handle.clone();
