@@ -164,8 +164,8 @@ impl ApiError {
             kube::Error::Api(status) => {
                 let message = status.message.clone();
                 match status.code {
-                    400 | 403 | 422 if message.contains("admission webhook") => {
-                        webhook_denial(&message)
+                    400 | 403 | 409 | 422 | 503 if message.contains("admission webhook") => {
+                        webhook_denial(status.code, &message)
                     }
                     400 | 422 => ApiError::invalid(field_of(&message), message),
                     401 => ApiError::Unauthenticated(message),
@@ -191,28 +191,19 @@ impl ApiError {
     }
 }
 
-/// An admission webhook's denial: govbroker's webhook says whether the change was
-/// refused for who made it, for lack of room, or for its shape.
-fn webhook_denial(message: &str) -> ApiError {
+/// An admission webhook's denial. govbroker's webhook says why by its code (see the
+/// operator's `Refusal`): 403 who asked, 409 the tree's state (no room, children left),
+/// 422 (or 400, any other webhook's default) the request's shape, 503 it could not tell.
+fn webhook_denial(code: u16, message: &str) -> ApiError {
     let reason = message
         .split_once("denied the request: ")
         .map_or(message, |(_, r)| r)
         .to_owned();
-    if reason.contains("is left") || reason.contains("does not fit") {
-        ApiError::FailedPrecondition(reason)
-    } else if [
-        " may not ",
-        "only owners",
-        "only its owners",
-        "only platform admins",
-        "only a platform admin",
-    ]
-    .iter()
-    .any(|phrase| reason.contains(phrase))
-    {
-        ApiError::PermissionDenied(reason)
-    } else {
-        ApiError::invalid(field_of(&reason), reason)
+    match code {
+        403 => ApiError::PermissionDenied(reason),
+        409 => ApiError::FailedPrecondition(reason),
+        503 => ApiError::unavailable(reason),
+        _ => ApiError::invalid(field_of(&reason), reason),
     }
 }
 
@@ -262,26 +253,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn webhook_denials_are_told_apart() {
-        let room = "admission webhook \"agencies.govbroker.io\" denied the request: spec.quota.cpu: parent \"p\" has 4 cpu; ... so at most 1 is left for this agency, not 2";
+    fn webhook_denials_are_told_apart_by_code() {
+        let denied = |reason: &str| {
+            format!("admission webhook \"agencies.govbroker.io\" denied the request: {reason}")
+        };
+        let room = denied("spec.quota.cpu: at most 1 is left for this agency, not 2");
         assert!(
-            matches!(webhook_denial(room), ApiError::FailedPrecondition(m) if m.starts_with("spec.quota.cpu"))
+            matches!(webhook_denial(409, &room), ApiError::FailedPrecondition(m) if m.starts_with("spec.quota.cpu"))
         );
-        let who = "admission webhook \"agencies.govbroker.io\" denied the request: bob may not change agency a: only its owners (and platform admins) may";
-        assert!(matches!(webhook_denial(who), ApiError::PermissionDenied(_)));
-        let field = "admission webhook \"x\" denied the request: spec.quota: an agency's owners may change its displayName, owners, viewers, environments, but the quota only a platform admin may change";
         assert!(matches!(
-            webhook_denial(field),
+            webhook_denial(403, &denied("bob may not change agency a")),
             ApiError::PermissionDenied(_)
         ));
-        let shape = "admission webhook \"x\" denied the request: spec.parent: a Commune's parent must be a District";
+        let shape = denied("spec.parent: a Commune's parent must be a District");
         assert_eq!(
-            webhook_denial(shape),
+            webhook_denial(422, &shape),
             ApiError::invalid(
                 "spec.parent",
                 "spec.parent: a Commune's parent must be a District"
             )
         );
+        assert!(matches!(
+            webhook_denial(503, &denied("cannot list")),
+            ApiError::Unavailable { .. }
+        ));
     }
 
     #[test]

@@ -37,6 +37,10 @@ pub struct Violation {
     pub field: String,
     /// What is wrong and how to fix it, naming agencies, levels and amounts.
     pub message: String,
+    /// The change is well formed but the parent has no room for it: a state of the
+    /// tree, not a mistake in the request (clients answer "failed precondition").
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_room: bool,
 }
 
 impl Violation {
@@ -45,6 +49,15 @@ impl Violation {
         Violation {
             field: field.into(),
             message: message.into(),
+            no_room: false,
+        }
+    }
+
+    /// A lack of room in the parent for `field`.
+    pub fn no_room(field: impl Into<String>, message: impl Into<String>) -> Violation {
+        Violation {
+            no_room: true,
+            ..Violation::new(field, message)
         }
     }
 }
@@ -373,7 +386,7 @@ fn check_fits_parent(change: &AgencyChange, parent: &Agency, own: &Amounts) -> V
                 held.format(resource),
             )
         };
-        violations.push(Violation::new(format!("spec.quota.{field}"), message));
+        violations.push(Violation::no_room(format!("spec.quota.{field}"), message));
     }
     violations
 }

@@ -17,7 +17,7 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt as _};
 
-use super::WebhookState;
+use super::{Refusal, WebhookState, refuse};
 
 /// Admits or refuses a create, update or delete of an Agency.
 pub fn validate(
@@ -29,7 +29,7 @@ pub fn validate(
         match request.operation {
             Operation::Create | Operation::Update => {
                 let Some(agency) = &request.object else {
-                    return response.deny("the request carries no Agency");
+                    return refuse(response, Refusal::Invalid, "the request carries no Agency");
                 };
                 if let Some(old) = &request.old_object {
                     // Metadata-only updates (labels, finalizers, owner references) do not
@@ -38,7 +38,7 @@ pub fn validate(
                         return response;
                     }
                     if let Err(message) = check_editor(&state, &request, old, agency) {
-                        return response.deny(message);
+                        return refuse(response, Refusal::Forbidden, message);
                     }
                 }
                 match check_spec(&state, &request.name, &agency.spec).await {
@@ -48,7 +48,7 @@ pub fn validate(
                         }
                         response
                     }
-                    Err(message) => response.deny(message),
+                    Err((why, message)) => refuse(response, why, message),
                 }
             }
             Operation::Delete => {
@@ -57,7 +57,7 @@ pub fn validate(
                 };
                 let children = match children_of(&state, &agency.name_any()).await {
                     Ok(c) => c,
-                    Err(e) => return response.deny(e),
+                    Err(e) => return refuse(response, Refusal::Unavailable, e),
                 };
                 let child_refs: Vec<&Agency> = children.iter().collect();
                 let parent_being_deleted = match &agency.spec.parent {
@@ -73,7 +73,7 @@ pub fn validate(
                         }
                         response
                     }
-                    Err(v) => response.deny(v.to_string()),
+                    Err(v) => refuse(response, Refusal::Conflict, v),
                 }
             }
             Operation::Connect => response,
@@ -222,20 +222,29 @@ impl Recent {
 
 /// Checks a new spec for agency `name` against the tree; the error lists every
 /// violation, one per line.
-pub async fn check_spec(state: &WebhookState, name: &str, spec: &AgencySpec) -> Result<(), String> {
+/// Checks a proposed spec against the tree; a refusal says why (a lack of room in the
+/// parent is a [`Refusal::Conflict`], any other rule [`Refusal::Invalid`]).
+pub async fn check_spec(
+    state: &WebhookState,
+    name: &str,
+    spec: &AgencySpec,
+) -> Result<(), (Refusal, String)> {
     let parent = match &spec.parent {
         Some(p) => lookup(state, p).await,
         None => None,
     };
     let siblings: Vec<Agency> = match &spec.parent {
         Some(p) => children_of(state, p)
-            .await?
+            .await
+            .map_err(|e| (Refusal::Unavailable, e))?
             .into_iter()
             .filter(|c| c.name_any() != name)
             .collect(),
         None => Vec::new(),
     };
-    let children = children_of(state, name).await?;
+    let children = children_of(state, name)
+        .await
+        .map_err(|e| (Refusal::Unavailable, e))?;
     let mut ancestors_of_parent = Vec::new();
     let mut seen = BTreeSet::new();
     let mut next = spec.parent.clone();
@@ -257,7 +266,15 @@ pub async fn check_spec(state: &WebhookState, name: &str, spec: &AgencySpec) -> 
         ancestors_of_parent,
     };
     tree::validate_agency(&change).map_err(|violations| {
+        let why = if violations.iter().all(|v| v.no_room) {
+            Refusal::Conflict
+        } else {
+            Refusal::Invalid
+        };
         let lines: Vec<String> = violations.iter().map(ToString::to_string).collect();
-        format!("Agency {name} is refused:\n- {}", lines.join("\n- "))
+        (
+            why,
+            format!("Agency {name} is refused:\n- {}", lines.join("\n- ")),
+        )
     })
 }

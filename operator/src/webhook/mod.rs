@@ -263,6 +263,40 @@ pub fn patched(
     }
 }
 
+/// Why the webhook refuses a change. The code reaches the client through the API
+/// server, so the provisioning API (and anyone else) can tell the three apart without
+/// reading the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The requester may not make this change (403 Forbidden).
+    Forbidden,
+    /// The change is malformed or breaks the tree's rules (422 Invalid).
+    Invalid,
+    /// The change is well formed but the tree's state does not allow it now: the parent
+    /// has no room, the agency still has children (409 Conflict).
+    Conflict,
+    /// What the decision needs could not be read (503 Service Unavailable).
+    Unavailable,
+}
+
+/// `response` denied for `why`, with `message`.
+pub fn refuse(
+    response: AdmissionResponse,
+    why: Refusal,
+    message: impl ToString,
+) -> AdmissionResponse {
+    let mut response = response.deny(message);
+    let (code, reason) = match why {
+        Refusal::Forbidden => (403, "Forbidden"),
+        Refusal::Invalid => (422, "Invalid"),
+        Refusal::Conflict => (409, "Conflict"),
+        Refusal::Unavailable => (503, "ServiceUnavailable"),
+    };
+    response.result.code = code;
+    response.result.reason = reason.to_owned();
+    response
+}
+
 /// Whether the requester is a platform admin: in `system:masters` or an admin group.
 pub fn is_platform_admin(groups: &[String], admin_groups: &[String]) -> bool {
     groups

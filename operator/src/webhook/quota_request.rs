@@ -11,7 +11,7 @@ use serde_json::json;
 use futures::future::BoxFuture;
 
 use super::agency::{check_spec, lookup};
-use super::{WebhookState, is_owner, is_platform_admin};
+use super::{Refusal, WebhookState, is_owner, is_platform_admin, refuse};
 
 /// Admits, refuses or stamps a QuotaRequest create or update.
 pub fn admit(
@@ -33,13 +33,17 @@ async fn admit_now(
     let groups = request.user_info.groups.clone().unwrap_or_default();
     let admin = is_platform_admin(&groups, &state.admin_groups);
     let Some(agency) = lookup(state, &qr.spec.agency).await else {
-        return response.deny(format!(
-            "agency \"{}\" does not exist: spec.agency must name an existing Agency",
-            qr.spec.agency
-        ));
+        return refuse(
+            response,
+            Refusal::Invalid,
+            format!(
+                "agency \"{}\" does not exist: spec.agency must name an existing Agency",
+                qr.spec.agency
+            ),
+        );
     };
     if let Err(e) = Amounts::from_spec(&qr.spec.quota, "spec.quota") {
-        return response.deny(e.to_string());
+        return refuse(response, Refusal::Invalid, e);
     }
 
     let old_decision = request
@@ -47,21 +51,29 @@ async fn admit_now(
         .as_ref()
         .and_then(|o| o.spec.decision.clone());
     if request.operation == Operation::Create && !admin && !is_owner(&agency, &user, &groups) {
-        return response.deny(format!(
-            "only owners of agency \"{}\" or platform admins may ask for its quota; {user} is neither",
-            qr.spec.agency
-        ));
+        return refuse(
+            response,
+            Refusal::Forbidden,
+            format!(
+                "only owners of agency \"{}\" or platform admins may ask for its quota; {user} is neither",
+                qr.spec.agency
+            ),
+        );
     }
     match (&old_decision, &qr.spec.decision) {
         (None, Some(decision)) => {
             if let Err(message) = may_decide(&agency, state, &user, &groups, admin).await {
-                return response.deny(message);
+                return refuse(response, Refusal::Forbidden, message);
             }
             if decision.outcome == DecisionOutcome::Approved {
                 let mut spec = agency.spec.clone();
                 spec.quota = merged_quota(&agency, qr);
-                if let Err(message) = check_spec(state, &qr.spec.agency, &spec).await {
-                    return response.deny(format!("cannot approve: the new quota does not fit.\n{message}"));
+                if let Err((why, message)) = check_spec(state, &qr.spec.agency, &spec).await {
+                    return refuse(
+                        response,
+                        why,
+                        format!("cannot approve: the new quota does not fit.\n{message}"),
+                    );
                 }
             }
             let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -71,8 +83,14 @@ async fn admit_now(
             ]);
             super::patched(response, patch, "stamping the decision")
         }
-        (Some(old), Some(new)) if old.decided_by != new.decided_by || old.decided_at != new.decided_at => {
-            response.deny("spec.decision.decidedBy and decidedAt are recorded by the platform and cannot change")
+        (Some(old), Some(new))
+            if old.decided_by != new.decided_by || old.decided_at != new.decided_at =>
+        {
+            refuse(
+                response,
+                Refusal::Invalid,
+                "spec.decision.decidedBy and decidedAt are recorded by the platform and cannot change",
+            )
         }
         _ => response,
     }
