@@ -656,6 +656,17 @@ async fn every_method_allows_and_refuses_exactly_what_rbac_does() {
                 .push(format!("approval recorded as {approval:?}"));
         }
         if !records.iter().any(|r| {
+            r.method.ends_with("/CreateQuotaRequest")
+                && r.user == owner_a
+                && r.outcome == "ok"
+                && r.target_name == first.name
+        }) {
+            failures.borrow_mut().push(format!(
+                "the filed request {} is not named in the trail",
+                first.name
+            ));
+        }
+        if !records.iter().any(|r| {
             r.method.ends_with("/UpdateAgency")
                 && r.user == owner_b
                 && r.outcome == "permission_denied"

@@ -129,13 +129,15 @@ impl Api {
     }
 
     /// Runs `operation` for the bearer of `token`, auditing it as `method` on `target`.
-    /// `request` is the request's protobuf encoding, digested into the record.
+    /// `request` is the request's protobuf encoding, digested into the record;
+    /// `created_name` names the target from the answer when only the server chose it.
     pub async fn call<T, F, Fut>(
         self: &Arc<Self>,
         method: Method,
         token: Option<&str>,
         request: &[u8],
-        target: Target,
+        mut target: Target,
+        created_name: fn(&T) -> Option<String>,
         operation: F,
     ) -> Result<T, ApiError>
     where
@@ -155,6 +157,9 @@ impl Api {
             Err(e) => e.code_name(),
         };
         self.calls.with_label_values(&[method.name, outcome]).inc();
+        if let Some(name) = result.as_ref().ok().and_then(created_name) {
+            target.name = name;
+        }
         let denied = result.as_ref().is_err_and(ApiError::is_denial);
         if method.mutating || denied {
             let entry = AuditEntry {

@@ -24,6 +24,11 @@ pub trait Operation: Send + Sized + 'static {
     fn target(&self, api: &Api) -> Target;
     /// The bytes digested into the audit record (the protobuf encoding).
     fn encoded(&self) -> Vec<u8>;
+    /// The name of what the call created, when the server chose it (for the audit
+    /// record's target).
+    fn created_name(_response: &Self::Response) -> Option<String> {
+        None
+    }
     /// Serves it for `caller`.
     fn run(
         self,
@@ -41,18 +46,29 @@ impl Api {
     ) -> Result<O::Response, ApiError> {
         let bytes = request.encoded();
         let target = request.target(self);
-        self.call(O::METHOD, token, &bytes, target, move |api, caller| {
-            request.run(api, caller)
-        })
+        self.call(
+            O::METHOD,
+            token,
+            &bytes,
+            target,
+            O::created_name,
+            move |api, caller| request.run(api, caller),
+        )
         .await
     }
 }
 
 macro_rules! operation {
     ($request:ty => $response:ty, $method:expr, |$r:ident| $target:expr, |$api:ident, $caller:ident, $req:ident| $body:expr) => {
+        operation!($request => $response, $method, |$r| $target, |$api, $caller, $req| $body, |_created| None);
+    };
+    ($request:ty => $response:ty, $method:expr, |$r:ident| $target:expr, |$api:ident, $caller:ident, $req:ident| $body:expr, |$created:ident| $name:expr) => {
         impl Operation for $request {
             type Response = $response;
             const METHOD: Method = $method;
+            fn created_name($created: &$response) -> Option<String> {
+                $name
+            }
             fn target(&self, _api: &Api) -> Target {
                 let $r = self;
                 $target
@@ -98,7 +114,8 @@ operation!(proto::WatchAgencyRequest => AgencyEvents, methods::WATCH_AGENCY,
     |api, caller, req| api.watch_agency(caller, req));
 operation!(proto::CreateQuotaRequestRequest => proto::QuotaRequest, methods::CREATE_QUOTA_REQUEST,
     |r| target("QuotaRequest", "", Some(&r.agency)),
-    |api, caller, req| api.create_quota_request(caller, req));
+    |api, caller, req| api.create_quota_request(caller, req),
+    |created| Some(created.name.clone()));
 operation!(proto::ListQuotaRequestsRequest => proto::ListQuotaRequestsResponse, methods::LIST_QUOTA_REQUESTS,
     |r| target("QuotaRequest", "", Some(&r.agency)),
     |api, caller, req| api.list_quota_requests(caller, req));
