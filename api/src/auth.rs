@@ -30,6 +30,14 @@ pub const DECISION_TTL: Duration = Duration::from_secs(5);
 /// Bound on each cache; beyond it, expired entries are dropped (and if none are, all).
 const CACHE_LIMIT: usize = 50_000;
 
+/// The token of an `Authorization: Bearer <token>` header value (gRPC metadata or HTTP).
+pub fn bearer_token(header: &str) -> Option<String> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
 /// An authenticated caller, as Kubernetes knows them.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Caller {
@@ -288,6 +296,14 @@ impl Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_tokens_are_taken_from_the_header() {
+        assert_eq!(bearer_token("Bearer gbt_x").as_deref(), Some("gbt_x"));
+        assert_eq!(bearer_token("bearer  gbt_x ").as_deref(), Some("gbt_x"));
+        assert_eq!(bearer_token("Basic dXNlcg=="), None);
+        assert_eq!(bearer_token("gbt_x"), None);
+    }
 
     #[test]
     fn permissions_read_like_rbac() {

@@ -14,11 +14,7 @@ use crate::service::operations::{Approve, Operation, Reject};
 
 /// The bearer token of a gRPC request (`authorization: Bearer <token>`).
 fn bearer<T>(request: &Request<T>) -> Option<String> {
-    let value = request.metadata().get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
+    crate::auth::bearer_token(request.metadata().get("authorization")?.to_str().ok()?)
 }
 
 /// The services over one [`Api`].

@@ -299,11 +299,7 @@ pub async fn not_found() -> ApiError {
 type Params = Query<HashMap<String, String>>;
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
+    crate::auth::bearer_token(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 async fn respond<O>(api: &Arc<Api>, headers: &HeaderMap, request: Result<O, ApiError>) -> Response

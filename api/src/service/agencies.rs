@@ -8,20 +8,17 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use govbroker_crds::Agency;
 use govbroker_domain::tree::CASCADE_DELETE_ANNOTATION;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{DeleteParams, Patch, WatchEvent, WatchParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api as KubeApi, ResourceExt as _};
 use serde_json::{Map, Value, json};
 
-use super::Api;
+use super::{Api, create_params, patch_params};
 use crate::auth::{Caller, Permission};
 use crate::convert;
 use crate::error::ApiError;
 use crate::proto;
 use crate::validate;
-
-/// Field manager of the API's writes.
-pub const FIELD_MANAGER: &str = "govbroker-api";
 
 fn what(name: &str) -> String {
     format!("agency \"{name}\"")
@@ -176,10 +173,7 @@ impl Api {
         };
         let agency = convert::agency_from_proto(message)?;
         let api = KubeApi::<Agency>::all(self.identity.client_for(&caller)?);
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..Default::default()
-        };
+        let params = create_params();
         let created = api
             .create(&params, &agency)
             .await
@@ -265,14 +259,7 @@ impl Api {
         }
         let api = KubeApi::<Agency>::all(self.identity.client_for(&caller)?);
         let updated = api
-            .patch(
-                &request.name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.to_owned()),
-                    ..Default::default()
-                },
-                &Patch::Merge(&patch),
-            )
+            .patch(&request.name, &patch_params(), &Patch::Merge(&patch))
             .await
             .map_err(|e| ApiError::from_kube(e, &what(&request.name)))?;
         Ok(convert::agency_to_proto(&updated))
@@ -295,16 +282,9 @@ impl Api {
         let api = KubeApi::<Agency>::all(self.identity.client_for(&caller)?);
         if request.cascade {
             let patch = json!({"metadata": {"annotations": {CASCADE_DELETE_ANNOTATION: "true"}}});
-            api.patch(
-                &request.name,
-                &PatchParams {
-                    field_manager: Some(FIELD_MANAGER.to_owned()),
-                    ..Default::default()
-                },
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map_err(|e| ApiError::from_kube(e, &what(&request.name)))?;
+            api.patch(&request.name, &patch_params(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| ApiError::from_kube(e, &what(&request.name)))?;
         }
         api.delete(&request.name, &DeleteParams::background())
             .await

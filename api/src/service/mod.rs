@@ -95,6 +95,25 @@ pub mod methods {
     pub const LIST_AUDIT_RECORDS: Method = Method::read("govbroker.v1.Audit/ListAuditRecords");
 }
 
+/// Field manager of the API's writes (made as the caller).
+pub const FIELD_MANAGER: &str = "govbroker-api";
+
+/// Parameters of the API's creates.
+pub fn create_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// Parameters of the API's patches.
+pub fn patch_params() -> kube::api::PatchParams {
+    kube::api::PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..Default::default()
+    }
+}
+
 /// What a call acts on, for the audit trail.
 pub fn target(kind: &str, name: &str, agency: Option<&str>) -> Target {
     Target {

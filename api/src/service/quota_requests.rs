@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use govbroker_crds::{QuotaRequest, QuotaRequestSpec};
 use govbroker_domain::isolation::virtual_subresource;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ObjectMeta, Patch};
 use kube::{Api as KubeApi, ResourceExt as _};
 use serde_json::json;
 
-use super::Api;
-use super::agencies::FIELD_MANAGER;
+use super::{Api, create_params, patch_params};
 use crate::auth::{Caller, Permission};
 use crate::convert;
 use crate::error::ApiError;
@@ -68,10 +67,7 @@ impl Api {
             status: None,
         };
         let api = KubeApi::<QuotaRequest>::all(self.identity.client_for(&caller)?);
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..Default::default()
-        };
+        let params = create_params();
         let created = api.create(&params, &qr).await.map_err(|e| {
             ApiError::from_kube(
                 e,
@@ -187,10 +183,7 @@ impl Api {
         let patch =
             json!({"spec": {"decision": {"outcome": outcome, "reason": request.reason.trim()}}});
         let api = KubeApi::<QuotaRequest>::all(self.identity.client_for(&caller)?);
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..Default::default()
-        };
+        let params = patch_params();
         let decided = api
             .patch(&request.name, &params, &Patch::Merge(&patch))
             .await

@@ -169,30 +169,21 @@ fn clear_ledger(prefix: &str) -> Result<()> {
 /// installation would: the API's role to the `govbroker-api` user, platform-admin and
 /// finance-viewer to their groups.
 fn install_rbac(cluster: &Cluster) -> Result<()> {
-    let kubectl = cluster.bin_dir.join("kubectl");
-    let roles = workspace_root().join("charts/govbroker/templates/clusterroles.yaml");
-    run(Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .args([
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=govbroker-install",
-            "-f",
-        ])
-        .arg(&roles))?;
-    let bindings = workspace_root().join("demo/rbac.yaml");
-    run(Command::new(&kubectl)
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .args([
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=govbroker-install",
-            "-f",
-        ])
-        .arg(&bindings))?;
+    for file in [
+        "charts/govbroker/templates/clusterroles.yaml",
+        "demo/rbac.yaml",
+    ] {
+        run(Command::new(cluster.bin_dir.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&cluster.kubeconfig)
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=govbroker-install",
+                "-f",
+            ])
+            .arg(workspace_root().join(file)))?;
+    }
     Ok(())
 }
