@@ -24,9 +24,16 @@ const API_HEALTH_ADDR: &str = "127.0.0.1:18501";
 /// The owner of a demo agency (demo/agencies.yaml) that `cloud up` mints a token for.
 const DEMO_OWNER: (&str, &str) = ("nguyen.van.an@danang.gov.vn", "so-tttt-da-nang");
 
-/// Debian packages the build and the tests need, by the command that shows each is
-/// installed: protoc compiles the protos (ours and etcd-client's).
-const SYSTEM_PACKAGES: &[(&str, &str)] = &[("protoc", "protobuf-compiler")];
+/// Debian packages the build and the tests need: (a shell test that succeeds when the
+/// package is installed, the package). protoc compiles the protos (ours and
+/// etcd-client's); the local cloud runs PostgreSQL and Redis servers for the data-service
+/// broker.
+const SYSTEM_PACKAGES: &[(&str, &str)] = &[
+    ("command -v protoc", "protobuf-compiler"),
+    // Debian keeps the server binaries off PATH, in /usr/lib/postgresql/<major>/bin.
+    ("ls /usr/lib/postgresql/*/bin/postgres", "postgresql"),
+    ("command -v redis-server", "redis-server"),
+];
 
 #[derive(Parser)]
 #[command(
@@ -204,6 +211,8 @@ impl Project {
     }
 
     fn cluster_up(&self, nodes: u32) -> Result<()> {
+        // The control plane runs PostgreSQL and Redis from Debian packages.
+        ensure_system_packages()?;
         self.build_cluster()?;
         step("Starting the local control plane (or reusing a running one)");
         let bin = self.cluster_bin();
@@ -254,7 +263,6 @@ impl Project {
 
     fn cloud_up(&self, nodes: u32) -> Result<()> {
         let started = Instant::now();
-        ensure_system_packages()?;
         self.cluster_up(nodes)?;
         self.install_crds()?;
 
@@ -537,9 +545,9 @@ fn count(summary: &str, what: &str) -> u64 {
 fn ensure_system_packages() -> Result<()> {
     let missing: Vec<&str> = SYSTEM_PACKAGES
         .iter()
-        .filter(|(command, _)| {
+        .filter(|(installed, _)| {
             !Command::new("sh")
-                .args(["-c", &format!("command -v {command}")])
+                .args(["-c", installed])
                 .output()
                 .is_ok_and(|o| o.status.success())
         })

@@ -1,7 +1,8 @@
 // Command govcluster runs govbroker's local Kubernetes control plane: a real etcd,
 // kube-apiserver, kube-controller-manager and kube-scheduler built from the Go module
-// proxy, plus fake nodes whose pods reach Running, and a second etcd for govbroker's
-// own ledger. Every component is a separate process on loopback.
+// proxy, plus fake nodes whose pods reach Running, a second etcd for govbroker's own
+// ledger, and PostgreSQL and Redis servers (Debian packages) for the data-service broker.
+// Every component is a separate process on loopback.
 //
 //	govcluster up      --state-dir DIR --bin-dir DIR [--reuse]   start (or reuse) and wait until ready
 //	govcluster down    --state-dir DIR                           stop every component
@@ -34,6 +35,10 @@ Usage:
 
 "up" writes DIR/kubeconfig (cluster admin) and DIR/cluster.env (API URL, etcd endpoints,
 log and pid locations). Logs of every component are in DIR/logs.
+
+PostgreSQL (127.0.0.1:15432) and Redis (127.0.0.1:16379) run beside the control plane;
+their admin credentials are in DIR/postgres-admin and DIR/redis-admin (mode 0600).
+"down --purge" forgets their data and credentials.
 
 "token" appends a random bearer token for USER and GROUPs to DIR/tokens and prints it;
 kube-apiserver checks it through the "authn" webhook, which reads that file.

@@ -41,6 +41,12 @@ type component struct {
 	args []string
 	// port answers once the component listens (0: no port to wait on).
 	port int
+	// credential runs the process as another user (PostgreSQL refuses root); nil: as us.
+	credential *syscall.Credential
+	// dir is the working directory (empty: ours).
+	dir string
+	// ready, if set, waits after the port listens until the component really serves.
+	ready func(timeout time.Duration) error
 }
 
 // controllers run by kube-controller-manager: what a tenant platform relies on.
@@ -139,11 +145,22 @@ func runUp(args []string) error {
 	}
 	bin := func(name string) string { return filepath.Join(o.binDir, name) }
 	data := func(name string) string { return filepath.Join(o.stateDir, "data", name) }
+	// The data servers (dataservers.go): initdb on first start, configuration, credentials.
+	postgres, err := preparePostgres(o.stateDir)
+	if err != nil {
+		return err
+	}
+	redis, err := prepareRedis(o.stateDir)
+	if err != nil {
+		return err
+	}
 	components := []component{
 		{name: "etcd", port: etcdClientPort, args: []string{self, "etcd", "--name", "cluster", "--data-dir", data("etcd"),
 			"--client-port", strconv.Itoa(etcdClientPort), "--peer-port", strconv.Itoa(etcdPeerPort)}},
 		{name: "ledger-etcd", port: ledgerEtcdPort, args: []string{self, "etcd", "--name", "ledger", "--data-dir", data("ledger-etcd"),
 			"--client-port", strconv.Itoa(ledgerEtcdPort), "--peer-port", strconv.Itoa(ledgerEtcdPeer), "--fsync=true"}},
+		postgres,
+		redis,
 		// The token authentication webhook (authn.go): bearer tokens minted by "govcluster token".
 		{name: "authn", port: authnPort, args: []string{self, "authn", "--state-dir", o.stateDir, "--port", strconv.Itoa(authnPort)}},
 		{name: "kube-apiserver", port: apiserverPort, args: []string{bin("kube-apiserver"),
@@ -198,7 +215,7 @@ func runUp(args []string) error {
 		}
 	}
 
-	for _, port := range []int{etcdClientPort, etcdPeerPort, ledgerEtcdPort, ledgerEtcdPeer, authnPort, apiserverPort} {
+	for _, port := range []int{etcdClientPort, etcdPeerPort, ledgerEtcdPort, ledgerEtcdPeer, postgresPort, redisPort, authnPort, apiserverPort} {
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			return fmt.Errorf("port 127.0.0.1:%d is taken by another process (another local cloud from a different state dir? stop it with its 'govcluster down'): %w", port, err)
@@ -214,6 +231,12 @@ func runUp(args []string) error {
 		}
 		if c.port != 0 {
 			if err := waitPort(c.port, 60*time.Second, o.stateDir, c.name); err != nil {
+				_ = stopAll(o.stateDir)
+				return err
+			}
+		}
+		if c.ready != nil {
+			if err := c.ready(60 * time.Second); err != nil {
 				_ = stopAll(o.stateDir)
 				return err
 			}
@@ -251,7 +274,8 @@ func startComponent(stateDir string, c component) error {
 	cmd := exec.Command(c.args[0], c.args[1:]...)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	cmd.Dir = c.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: c.credential}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", c.name, err)
 	}
@@ -310,7 +334,7 @@ func waitReady(stateDir string, timeout time.Duration) error {
 	defer cancel()
 	var why string
 	for ctx.Err() == nil {
-		for _, name := range []string{"kube-controller-manager", "kube-scheduler", "fakelet", "etcd", "ledger-etcd", "authn"} {
+		for _, name := range []string{"kube-controller-manager", "kube-scheduler", "fakelet", "etcd", "ledger-etcd", "postgres", "redis", "authn"} {
 			if !alive(stateDir, name) {
 				return fmt.Errorf("%s is not running; its log %s ends with:\n%s", name, logPath(stateDir, name), tail(logPath(stateDir, name), 15))
 			}
@@ -371,6 +395,10 @@ func writeEnv(stateDir string) error {
 		"GOVBROKER_CLUSTER_CA=" + filepath.Join(stateDir, "pki", "ca.crt"),
 		fmt.Sprintf("GOVBROKER_AUTHN_WEBHOOK=https://127.0.0.1:%d/authenticate", authnPort),
 		"GOVBROKER_AUTHN_TOKENS=" + tokensPath(stateDir),
+		fmt.Sprintf("GOVBROKER_POSTGRES=127.0.0.1:%d", postgresPort),
+		"GOVBROKER_POSTGRES_ADMIN_FILE=" + postgresAdminPath(stateDir),
+		fmt.Sprintf("GOVBROKER_REDIS=127.0.0.1:%d", redisPort),
+		"GOVBROKER_REDIS_ADMIN_FILE=" + redisAdminPath(stateDir),
 		"GOVBROKER_CLUSTER_LOGS=" + filepath.Join(stateDir, "logs"),
 	}
 	return os.WriteFile(filepath.Join(stateDir, "cluster.env"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
@@ -386,7 +414,7 @@ func printEnv(stateDir string) error {
 }
 
 // componentOrder lists the pid files in start order.
-var componentOrder = []string{"etcd", "ledger-etcd", "authn", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "fakelet"}
+var componentOrder = []string{"etcd", "ledger-etcd", "postgres", "redis", "authn", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "fakelet"}
 
 func readPid(stateDir, name string) int {
 	b, err := os.ReadFile(pidPath(stateDir, name))
@@ -434,7 +462,7 @@ func stopAll(stateDir string) error {
 	for _, name := range order {
 		pid := readPid(stateDir, name)
 		if pid > 0 && alive(stateDir, name) {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
+			_ = syscall.Kill(pid, stopSignal(name))
 			deadline := time.Now().Add(shutdownTimeout)
 			for alive(stateDir, name) && time.Now().Before(deadline) {
 				time.Sleep(100 * time.Millisecond)
@@ -500,7 +528,7 @@ func runSpawn(args []string) error {
 func runDown(args []string) error {
 	fs := flag.NewFlagSet("down", flag.ExitOnError)
 	stateDir := fs.String("state-dir", "", "state directory given to 'up'")
-	purge := fs.Bool("purge", false, "also delete the data (etcd contents, certificates, minted tokens)")
+	purge := fs.Bool("purge", false, "also delete the data (etcd, PostgreSQL and Redis contents and admin credentials, certificates, minted tokens)")
 	_ = fs.Parse(args)
 	if *stateDir == "" {
 		return errors.New("--state-dir is required")
@@ -509,12 +537,12 @@ func runDown(args []string) error {
 		return err
 	}
 	if *purge {
-		for _, d := range []string{"data", "pki", "pids", "tokens"} {
+		for _, d := range []string{"data", "pki", "pids", "tokens", "postgres-admin", "redis-admin"} {
 			if err := os.RemoveAll(filepath.Join(*stateDir, d)); err != nil {
 				return err
 			}
 		}
-		fmt.Println("  removed data, certificates and minted tokens")
+		fmt.Println("  removed data (etcd, PostgreSQL, Redis), admin credentials, certificates and minted tokens")
 	}
 	return nil
 }
