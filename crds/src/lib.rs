@@ -19,6 +19,9 @@
 #![forbid(unsafe_code)]
 
 pub mod agency;
+pub mod data_service_claim;
+pub mod data_service_class;
+pub mod data_share;
 pub mod quota;
 pub mod quota_request;
 mod render;
@@ -26,6 +29,17 @@ mod render;
 pub use agency::{
     Agency, AgencyLevel, AgencyQuotaStatus, AgencySpec, AgencyStatus, Environment, Owners,
     ServiceAccountRef,
+};
+pub use data_service_claim::{
+    ClaimPhase, DataServiceClaim, DataServiceClaimSpec, DataServiceClaimStatus, DeletionPolicy,
+};
+pub use data_service_class::{
+    ALL_SECURITY_LEVELS, DataServiceClass, DataServiceClassSpec, DataServiceClassStatus,
+    DataServiceEngine, DataServicePlan, PlanLimits, SecretRef, ServerTls, SharedServer,
+};
+pub use data_share::{
+    DataShare, DataSharePhase, DataShareSpec, DataShareStatus, ShareAccess, ShareApproval,
+    ShareConsumer, ShareOwner,
 };
 pub use quota::{QuotaResource, ResourceAmounts};
 pub use quota_request::{
@@ -50,10 +64,16 @@ pub const VERSION: &str = "v1alpha1";
 /// Each kind adds `Kind::crd()` here, and `crdgen` picks it up without further change.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     use kube::CustomResourceExt as _;
-    vec![Agency::crd(), QuotaRequest::crd()]
-        .into_iter()
-        .map(reflow_descriptions)
-        .collect()
+    vec![
+        Agency::crd(),
+        QuotaRequest::crd(),
+        DataServiceClass::crd(),
+        DataServiceClaim::crd(),
+        DataShare::crd(),
+    ]
+    .into_iter()
+    .map(reflow_descriptions)
+    .collect()
 }
 
 /// Joins the hard-wrapped lines of doc comments into paragraphs, so that `kubectl
