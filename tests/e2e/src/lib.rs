@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod data_services;
 pub mod tools;
 
 use std::fmt::Debug;
