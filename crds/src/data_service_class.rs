@@ -31,7 +31,7 @@ pub const ALL_SECURITY_LEVELS: [u8; 5] = [1, 2, 3, 4, 5];
     printcolumn = r#"{"name":"Engine","type":"string","jsonPath":".spec.engine"}"#,
     printcolumn = r#"{"name":"Host","type":"string","description":"Host name or IP address of the shared server","jsonPath":".spec.server.host"}"#,
     printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.server.port"}"#,
-    printcolumn = r#"{"name":"Plans","type":"string","description":"Names of the plans agencies may claim","jsonPath":".spec.plans[*].name"}"#,
+    printcolumn = r#"{"name":"Plans","type":"integer","description":"Number of plans (counted by the broker)","jsonPath":".status.plans"}"#,
     printcolumn = r#"{"name":"TLS","type":"boolean","jsonPath":".spec.server.tls.enabled","priority":1}"#,
     printcolumn = r#"{"name":"Levels","type":"string","description":"Security levels that may claim this class","jsonPath":".spec.allowedSecurityLevels","priority":1}"#,
     printcolumn = r#"{"name":"Ready","type":"boolean","description":"Whether the broker reached the server with the admin credentials","jsonPath":".status.ready"}"#,
@@ -242,6 +242,9 @@ pub struct DataServiceClassStatus {
     /// credentials, so claims of this class can be provisioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<bool>,
+    /// Number of plans in the spec, for `kubectl get` (a printer column cannot count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plans: Option<i32>,
     /// Conditions of the class. `Ready` with reasons such as `Connected`,
     /// `ServerUnreachable`, `AdminSecretMissing`, `AuthenticationFailed` or `TlsFailed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
