@@ -9,8 +9,11 @@
 //! - [`isolation`]: what an agency environment's namespace gets, per security level.
 //! - [`tree`]: what makes an Agency a valid node of the government tree, and when an
 //!   agency may be deleted.
+//! - [`data_services`]: what a data-service claim is called on its shared server, and
+//!   the quoted SQL and Redis ACL rules the broker sends.
 #![forbid(unsafe_code)]
 
+pub mod data_services;
 pub mod isolation;
 pub mod quantity;
 pub mod tree;
