@@ -3,7 +3,9 @@ package main
 import (
 	"bufio"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -163,6 +165,38 @@ func chownTo(path string, cred *syscall.Credential) error {
 	return os.Chown(path, int(cred.Uid), int(cred.Gid))
 }
 
+// postgresDataDir is where PostgreSQL keeps its data: DIR/data/postgres, unless PostgreSQL
+// runs as another user (govcluster is root) who may not be able to reach DIR (a state dir
+// under /root, as CI's is): then a directory of its own under /var/lib/govbroker-local,
+// named by a hash of DIR, which 'down --purge' removes with the rest.
+func postgresDataDir(stateDir string, cred *syscall.Credential) (string, error) {
+	if cred == nil {
+		return filepath.Join(stateDir, "data", "postgres"), nil
+	}
+	sum := sha256.Sum256([]byte(stateDir))
+	base := filepath.Join("/var/lib/govbroker-local", hex.EncodeToString(sum[:6]))
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", err
+	}
+	return filepath.Join(base, "postgres"), nil
+}
+
+// purgePostgres removes PostgreSQL's data wherever postgresDataDir put it.
+func purgePostgres(stateDir string) error {
+	cred, err := postgresCredential()
+	if err != nil || cred == nil {
+		return nil // inside DIR/data, removed with it
+	}
+	if stateDir, err = filepath.Abs(stateDir); err != nil {
+		return err
+	}
+	dataDir, err := postgresDataDir(stateDir, cred)
+	if err != nil {
+		return err
+	}
+	return os.RemoveAll(filepath.Dir(dataDir))
+}
+
 // preparePostgres initialises DIR/data/postgres on first start (initdb with a generated
 // password for govbroker_admin, written to DIR/postgres-admin), writes its pg_hba.conf
 // and returns the component that runs it.
@@ -180,7 +214,10 @@ func preparePostgres(stateDir string) (component, error) {
 	if err != nil {
 		return component{}, err
 	}
-	dataDir := filepath.Join(stateDir, "data", "postgres")
+	dataDir, err := postgresDataDir(stateDir, cred)
+	if err != nil {
+		return component{}, err
+	}
 	credsPath := postgresAdminPath(stateDir)
 	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err == nil {
 		if _, err := readAdminCredentials(credsPath); err != nil {
@@ -240,7 +277,7 @@ func initPostgres(stateDir, binDir, dataDir string, cred *syscall.Credential) er
 		return err
 	}
 	// initdb reads the password from a file only its user can read, removed right after.
-	pwFile := filepath.Join(stateDir, "data", ".postgres-initdb-password")
+	pwFile := filepath.Join(filepath.Dir(dataDir), ".postgres-initdb-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
 		return err
 	}

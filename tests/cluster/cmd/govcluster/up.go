@@ -537,6 +537,9 @@ func runDown(args []string) error {
 		return err
 	}
 	if *purge {
+		if err := purgePostgres(*stateDir); err != nil {
+			return err
+		}
 		for _, d := range []string{"data", "pki", "pids", "tokens", "postgres-admin", "redis-admin"} {
 			if err := os.RemoveAll(filepath.Join(*stateDir, d)); err != nil {
 				return err
