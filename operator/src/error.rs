@@ -72,6 +72,10 @@ pub enum Error {
     /// Logging could not be set up (for example an invalid filter).
     #[error("cannot set up logging: {0}")]
     Telemetry(String),
+
+    /// The data-service broker could not do its work (never carries a password).
+    #[error("data service: {0}")]
+    DataService(String),
 }
 
 impl Error {
@@ -92,6 +96,7 @@ impl Error {
             Error::Runtime(_) => "runtime",
             Error::Task(_) => "task",
             Error::Telemetry(_) => "telemetry",
+            Error::DataService(_) => "data_service",
         }
     }
 

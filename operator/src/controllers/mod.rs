@@ -11,6 +11,7 @@
 //! If any controller returns, the others are stopped and the operator shuts down.
 
 pub mod agency;
+pub mod data_service_claim;
 pub mod quota_request;
 
 use std::sync::Arc;
@@ -24,7 +25,11 @@ use tracing::info;
 use crate::{Context, Error, webhook};
 
 /// Names of the registered controllers, as used in the `controller` metric label.
-pub const CONTROLLERS: &[&str] = &[agency::CONTROLLER, quota_request::CONTROLLER];
+pub const CONTROLLERS: &[&str] = &[
+    agency::CONTROLLER,
+    quota_request::CONTROLLER,
+    data_service_claim::CONTROLLER,
+];
 
 /// Runs every controller and the admission webhook until `shutdown` is cancelled or one
 /// of them returns.
@@ -49,6 +54,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
             }
         } => result,
         result = quota_request::run(ctx.clone(), shutdown.clone()) => result,
+        result = data_service_claim::run(ctx.clone(), shutdown.clone()) => result,
         result = agency::run(ctx.clone(), agencies, shutdown.clone()) => result,
     }
 }

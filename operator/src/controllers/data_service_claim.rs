@@ -1,0 +1,926 @@
+//! The data-service broker: provisions a DataServiceClaim on the shared server of its
+//! DataServiceClass and hands the agency a binding Secret.
+//!
+//! PostgreSQL: a login role and a database of the same name, closed to everyone else,
+//! with the plan's connection limit. Redis: an ACL user confined to the key prefix
+//! `<namespace>/<claim>:*`. Names, quoted SQL and ACL rules come from
+//! [`govbroker_domain::data_services`]; no user input is formatted into a statement
+//! here.
+//!
+//! The finalizer [`FINALIZER`] makes deletion wait until the server is cleaned up:
+//! `deletionPolicy: Delete` drops the database and role (or the Redis user and its
+//! keys), `Retain` only takes the login away. Passwords never reach logs, events or the
+//! status: only the binding Secret holds them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use govbroker_crds::{
+    ClaimPhase, DataServiceClaim, DataServiceClaimStatus, DataServiceClass, DataServiceEngine,
+    DeletionPolicy,
+};
+use govbroker_domain::data_services::{
+    InstanceNames, PostgresLimits, RedisAccess, TERMINATE_SESSIONS, alter_role, create_database,
+    create_role, disable_login, drop_instance, instance_names, redis_acl,
+};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::{Context, Error};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "data-service-claim";
+/// Field manager of the binding Secrets, finalizers and claim statuses it writes.
+pub const FIELD_MANAGER: &str = "govbroker-data-services";
+/// The finalizer that holds a claim until its instance is cleaned up on the server.
+pub const FINALIZER: &str = "govbroker.io/data-service";
+/// Label on binding Secrets naming their claim (the controller watches only these).
+pub const CLAIM_LABEL: &str = "govbroker.io/data-service-claim";
+
+/// What is percent-encoded in a URI's user, password and path: all but RFC 3986's
+/// unreserved characters.
+const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// How long the broker waits to connect to a shared server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct State {
+    ctx: Arc<Context>,
+    recorder: Recorder,
+    /// Consecutive failures per claim, for the retry backoff.
+    failures: Mutex<HashMap<ObjectRef<DataServiceClaim>, u32>>,
+}
+
+impl State {
+    /// The next retry delay of a claim that failed again: 2s, 4s, ... up to 5 minutes.
+    fn backoff(&self, claim: &DataServiceClaim) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(ObjectRef::from_obj(claim)).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs((1u64 << (*n).min(9)).min(300))
+    }
+
+    fn succeeded(&self, claim: &DataServiceClaim) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ObjectRef::from_obj(claim));
+    }
+}
+
+/// Runs the broker until `shutdown` is cancelled.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), Error> {
+    let recorder = Recorder::new(
+        ctx.client.clone(),
+        Reporter {
+            controller: "govbroker".to_owned(),
+            instance: None,
+        },
+    );
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        recorder,
+        failures: Mutex::new(HashMap::new()),
+    });
+    Controller::new(
+        Api::<DataServiceClaim>::all(ctx.client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns(
+        Api::<Secret>::all(ctx.client.clone()),
+        watcher::Config::default()
+            .labels(CLAIM_LABEL)
+            .any_semantic(),
+    )
+    .graceful_shutdown_on(async move { shutdown.cancelled().await })
+    .run(reconcile, error_policy, state)
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            warn!(error = %e, "data service claim reconcile failed");
+        }
+    })
+    .await;
+    Ok(())
+}
+
+fn error_policy(claim: Arc<DataServiceClaim>, error: &Error, state: Arc<State>) -> Action {
+    state.ctx.metrics.reconcile_failed(CONTROLLER, error);
+    let delay = state.backoff(&claim);
+    warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), error = %error.chain(), ?delay, "reconcile failed; retrying");
+    Action::requeue(delay)
+}
+
+/// Why a claim could not be provisioned (or cleaned up) this time.
+enum Problem {
+    /// A lasting mistake in the claim or class: Failed until something changes.
+    Failed {
+        reason: &'static str,
+        message: String,
+    },
+    /// The server (or its admin Secret) cannot be used now: Pending, retried.
+    Unavailable {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// The class, plan and admin credentials of a claim.
+struct Target {
+    class: DataServiceClass,
+    max_connections: Option<u32>,
+    admin_user: String,
+    admin_password: String,
+}
+
+impl Target {
+    fn host(&self) -> &str {
+        &self.class.spec.server.host
+    }
+
+    fn port(&self) -> u16 {
+        u16::try_from(self.class.spec.server.port).unwrap_or(0)
+    }
+
+    fn endpoint(&self) -> String {
+        format!("{}:{}", self.host(), self.port())
+    }
+
+    fn unavailable(&self, error: &dyn std::fmt::Display) -> Problem {
+        Problem::Unavailable {
+            reason: "ServerUnavailable",
+            message: format!(
+                "the server of class \"{}\" at {} cannot be reached: {error}",
+                self.class.name_any(),
+                self.endpoint()
+            ),
+        }
+    }
+}
+
+fn secret_text(secret: &Secret, key: &str) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .and_then(|v| String::from_utf8(v.0.clone()).ok())
+        .filter(|s| !s.is_empty())
+}
+
+async fn target(state: &State, claim: &DataServiceClaim) -> Result<Result<Target, Problem>, Error> {
+    let client = &state.ctx.client;
+    let class_name = &claim.spec.class_name;
+    let Some(class) = Api::<DataServiceClass>::all(client.clone())
+        .get_opt(class_name)
+        .await?
+    else {
+        return Ok(Err(Problem::Failed {
+            reason: "ClassNotFound",
+            message: format!("there is no DataServiceClass \"{class_name}\""),
+        }));
+    };
+    let Some(plan) = class.spec.plans.iter().find(|p| p.name == claim.spec.plan) else {
+        let plans: Vec<&str> = class.spec.plans.iter().map(|p| p.name.as_str()).collect();
+        return Ok(Err(Problem::Failed {
+            reason: "PlanNotFound",
+            message: format!(
+                "DataServiceClass \"{class_name}\" has no plan \"{}\"; its plans are {}",
+                claim.spec.plan,
+                plans.join(", ")
+            ),
+        }));
+    };
+    if class.spec.server.tls.enabled {
+        return Ok(Err(Problem::Failed {
+            reason: "TlsNotSupported",
+            message: format!(
+                "DataServiceClass \"{class_name}\" asks for TLS to its server, which the broker does not support yet"
+            ),
+        }));
+    }
+    let max_connections = plan
+        .limits
+        .as_ref()
+        .and_then(|l| l.max_connections)
+        .and_then(|n| u32::try_from(n).ok());
+    let secret_ref = &class.spec.server.admin_secret_ref;
+    let secret = Api::<Secret>::namespaced(client.clone(), &secret_ref.namespace)
+        .get_opt(&secret_ref.name)
+        .await?;
+    let credentials = secret
+        .as_ref()
+        .and_then(|s| Some((secret_text(s, "username")?, secret_text(s, "password")?)));
+    let Some((admin_user, admin_password)) = credentials else {
+        return Ok(Err(Problem::Unavailable {
+            reason: "AdminSecretMissing",
+            message: format!(
+                "the admin Secret {}/{} of DataServiceClass \"{class_name}\" is missing or lacks the keys username and password",
+                secret_ref.namespace, secret_ref.name
+            ),
+        }));
+    };
+    Ok(Ok(Target {
+        class,
+        max_connections,
+        admin_user,
+        admin_password,
+    }))
+}
+
+fn binding_name(claim: &DataServiceClaim) -> String {
+    format!("{}-binding", claim.name_any())
+}
+
+fn new_password() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| Error::DataService(format!("no randomness: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+async fn reconcile(claim: Arc<DataServiceClaim>, state: Arc<State>) -> Result<Action, Error> {
+    let _timer = state.ctx.metrics.reconcile_started(CONTROLLER);
+    let namespace = claim.namespace().unwrap_or_default();
+    let api = Api::<DataServiceClaim>::namespaced(state.ctx.client.clone(), &namespace);
+    let has_finalizer = claim.finalizers().iter().any(|f| f == FINALIZER);
+    if claim.metadata.deletion_timestamp.is_some() {
+        if !has_finalizer {
+            return Ok(Action::await_change());
+        }
+        return delete(&claim, &state, &api).await;
+    }
+    if !has_finalizer {
+        let mut finalizers = claim.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_owned());
+        state
+            .ctx
+            .metrics
+            .kube_writes
+            .with_label_values(&[CONTROLLER, "DataServiceClaim"])
+            .inc();
+        // The resource version makes this fail rather than overwrite a concurrent change.
+        api.patch(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {
+                "finalizers": finalizers,
+                "resourceVersion": claim.resource_version(),
+            }})),
+        )
+        .await?;
+        return Ok(Action::await_change());
+    }
+    provision(&claim, &state, &api).await
+}
+
+async fn provision(
+    claim: &DataServiceClaim,
+    state: &State,
+    api: &Api<DataServiceClaim>,
+) -> Result<Action, Error> {
+    let namespace = claim.namespace().unwrap_or_default();
+    let names = instance_names(&namespace, &claim.name_any());
+    let target = match target(state, claim).await? {
+        Ok(target) => target,
+        Err(problem) => return report(claim, state, api, None, problem).await,
+    };
+    let secrets = Api::<Secret>::namespaced(state.ctx.client.clone(), &namespace);
+    let binding = binding_name(claim);
+    let existing = secrets.get_opt(&binding).await?;
+    let password = match existing.as_ref().and_then(|s| secret_text(s, "password")) {
+        Some(p) if p.chars().all(|c| c.is_ascii_alphanumeric()) => p,
+        _ => new_password()?,
+    };
+    let engine = target.class.spec.engine;
+    let outcome = match engine {
+        DataServiceEngine::Postgres => provision_postgres(&target, &names, &password).await,
+        DataServiceEngine::Redis => provision_redis(&target, &names, &password).await,
+    };
+    if let Err(problem) = outcome {
+        return report(claim, state, api, Some(&target), problem).await;
+    }
+
+    let (host, port) = (target.host().to_owned(), target.port());
+    let user = match engine {
+        DataServiceEngine::Postgres => names.role.clone(),
+        DataServiceEngine::Redis => names.redis_user.clone(),
+    };
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, UNRESERVED_KEPT).to_string();
+    let mut data: BTreeMap<String, String> = BTreeMap::from([
+        ("host".to_owned(), host.clone()),
+        ("port".to_owned(), port.to_string()),
+        ("username".to_owned(), user.clone()),
+        ("password".to_owned(), password.clone()),
+    ]);
+    match engine {
+        DataServiceEngine::Postgres => {
+            data.insert("database".to_owned(), names.database.clone());
+            data.insert(
+                "uri".to_owned(),
+                format!(
+                    "postgresql://{}:{}@{host}:{port}/{}",
+                    enc(&user),
+                    enc(&password),
+                    enc(&names.database)
+                ),
+            );
+        }
+        DataServiceEngine::Redis => {
+            data.insert("prefix".to_owned(), names.key_prefix.clone());
+            data.insert(
+                "uri".to_owned(),
+                format!("redis://{}:{}@{host}:{port}", enc(&user), enc(&password)),
+            );
+        }
+    }
+    let data: BTreeMap<String, ByteString> = data
+        .into_iter()
+        .map(|(k, v)| (k, ByteString(v.into_bytes())))
+        .collect();
+    let labels = BTreeMap::from([(CLAIM_LABEL.to_owned(), claim.name_any())]);
+    let up_to_date = existing.as_ref().is_some_and(|s| {
+        s.data.as_ref() == Some(&data)
+            && s.labels().get(CLAIM_LABEL) == labels.get(CLAIM_LABEL)
+            && s.owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == claim.uid().as_ref())
+    });
+    if !up_to_date {
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some(binding.clone()),
+                namespace: Some(namespace.clone()),
+                labels: Some(labels),
+                owner_references: claim.controller_owner_ref(&()).map(|o| vec![o]),
+                ..Default::default()
+            },
+            type_: Some("Opaque".to_owned()),
+            data: Some(data),
+            ..Default::default()
+        };
+        let mut value = serde_json::to_value(&secret).map_err(Error::Serialize)?;
+        value["apiVersion"] = json!("v1");
+        value["kind"] = json!("Secret");
+        state
+            .ctx
+            .metrics
+            .kube_writes
+            .with_label_values(&[CONTROLLER, "Secret"])
+            .inc();
+        secrets
+            .patch(
+                &binding,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&value),
+            )
+            .await?;
+        info!(claim = %claim.name_any(), %namespace, secret = %binding, "binding Secret written");
+    }
+    let message = match engine {
+        DataServiceEngine::Postgres => format!(
+            "database \"{}\" with role \"{}\" on {}; credentials in Secret \"{binding}\"",
+            names.database,
+            names.role,
+            target.endpoint()
+        ),
+        DataServiceEngine::Redis => format!(
+            "Redis user \"{}\" with key prefix \"{}:\" on {}; credentials in Secret \"{binding}\"",
+            names.redis_user,
+            names.key_prefix,
+            target.endpoint()
+        ),
+    };
+    let status = DataServiceClaimStatus {
+        observed_generation: claim.metadata.generation,
+        phase: Some(ClaimPhase::Ready),
+        endpoint: Some(target.endpoint()),
+        binding_secret: Some(binding),
+        retained: false,
+        message: Some(message.clone()),
+        conditions: vec![condition(claim, true, "Provisioned", &message)],
+    };
+    let changed = write_status(claim, state, api, status).await?;
+    if changed {
+        publish(
+            state,
+            claim,
+            EventType::Normal,
+            "Provisioned",
+            message,
+            "Provision",
+        )
+        .await;
+    }
+    state.succeeded(claim);
+    Ok(Action::requeue(Duration::from_secs(600)))
+}
+
+/// Records a problem in the status (and an event when it is new) and retries later.
+async fn report(
+    claim: &DataServiceClaim,
+    state: &State,
+    api: &Api<DataServiceClaim>,
+    target: Option<&Target>,
+    problem: Problem,
+) -> Result<Action, Error> {
+    let (phase, reason, message, delay) = match problem {
+        Problem::Failed { reason, message } => (
+            ClaimPhase::Failed,
+            reason,
+            message,
+            Duration::from_secs(120),
+        ),
+        Problem::Unavailable { reason, message } => {
+            (ClaimPhase::Pending, reason, message, state.backoff(claim))
+        }
+    };
+    warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), reason, %message, ?delay, "claim not provisioned");
+    let previous = claim.status.clone().unwrap_or_default();
+    let status = DataServiceClaimStatus {
+        observed_generation: claim.metadata.generation,
+        phase: Some(phase),
+        endpoint: target.map(Target::endpoint).or(previous.endpoint),
+        binding_secret: previous.binding_secret,
+        retained: false,
+        message: Some(message.clone()),
+        conditions: vec![condition(claim, false, reason, &message)],
+    };
+    if write_status(claim, state, api, status).await? {
+        publish(
+            state,
+            claim,
+            EventType::Warning,
+            reason,
+            message,
+            "Provision",
+        )
+        .await;
+    }
+    Ok(Action::requeue(delay))
+}
+
+fn condition(claim: &DataServiceClaim, ready: bool, reason: &str, message: &str) -> Condition {
+    let status = if ready { "True" } else { "False" };
+    let since = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone());
+    Condition {
+        type_: "Ready".to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        last_transition_time: since.unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now())),
+        observed_generation: claim.metadata.generation,
+    }
+}
+
+/// Writes the status when it changed; returns whether it did.
+async fn write_status(
+    claim: &DataServiceClaim,
+    state: &State,
+    api: &Api<DataServiceClaim>,
+    status: DataServiceClaimStatus,
+) -> Result<bool, Error> {
+    if claim.status.as_ref() == Some(&status) {
+        return Ok(false);
+    }
+    state
+        .ctx
+        .metrics
+        .kube_writes
+        .with_label_values(&[CONTROLLER, "DataServiceClaim"])
+        .inc();
+    match api
+        .patch_status(
+            &claim.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "govbroker.io/v1alpha1",
+                "kind": "DataServiceClaim",
+                "status": status,
+            })),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn publish(
+    state: &State,
+    claim: &DataServiceClaim,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    action: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = state.recorder.publish(&event, &claim.object_ref(&())).await {
+        warn!(error = %e, "could not record an event on the claim");
+    }
+}
+
+async fn delete(
+    claim: &DataServiceClaim,
+    state: &State,
+    api: &Api<DataServiceClaim>,
+) -> Result<Action, Error> {
+    let namespace = claim.namespace().unwrap_or_default();
+    let names = instance_names(&namespace, &claim.name_any());
+    let policy = claim.spec.deletion_policy;
+    let target = match target(state, claim).await? {
+        Ok(target) => Some(target),
+        // Nothing to reach: the class is gone, or points nowhere the broker can go.
+        Err(Problem::Failed { message, .. }) => {
+            publish(
+                state,
+                claim,
+                EventType::Warning,
+                "CleanupSkipped",
+                format!("nothing was cleaned up on a server: {message}"),
+                "Delete",
+            )
+            .await;
+            None
+        }
+        Err(Problem::Unavailable { reason, message }) => {
+            return report_deleting(claim, state, api, reason, message).await;
+        }
+    };
+    if let Some(target) = &target {
+        let previous = claim.status.clone().unwrap_or_default();
+        let message = match policy {
+            DeletionPolicy::Delete => format!("dropping the instance on {}", target.endpoint()),
+            DeletionPolicy::Retain => format!(
+                "keeping the data on {} and removing access (deletionPolicy Retain)",
+                target.endpoint()
+            ),
+        };
+        let status = DataServiceClaimStatus {
+            phase: Some(ClaimPhase::Deleting),
+            retained: policy == DeletionPolicy::Retain,
+            message: Some(message),
+            ..previous
+        };
+        write_status(claim, state, api, status).await?;
+        let outcome = match (target.class.spec.engine, policy) {
+            (DataServiceEngine::Postgres, policy) => cleanup_postgres(target, &names, policy).await,
+            (DataServiceEngine::Redis, policy) => cleanup_redis(target, &names, policy).await,
+        };
+        if let Err(problem) = outcome {
+            let (Problem::Failed { reason, message } | Problem::Unavailable { reason, message }) =
+                problem;
+            return report_deleting(claim, state, api, reason, message).await;
+        }
+        let note = match policy {
+            DeletionPolicy::Delete => format!("the instance was dropped on {}", target.endpoint()),
+            DeletionPolicy::Retain => format!(
+                "the data stays on {} (deletionPolicy Retain); the login is disabled",
+                target.endpoint()
+            ),
+        };
+        info!(claim = %claim.name_any(), %namespace, ?policy, "instance cleaned up");
+        publish(state, claim, EventType::Normal, "CleanedUp", note, "Delete").await;
+    }
+    let finalizers: Vec<String> = claim
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    state
+        .ctx
+        .metrics
+        .kube_writes
+        .with_label_values(&[CONTROLLER, "DataServiceClaim"])
+        .inc();
+    match api
+        .patch(
+            &claim.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {
+                "finalizers": finalizers,
+                "resourceVersion": claim.resource_version(),
+            }})),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(s)) if s.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    state.succeeded(claim);
+    Ok(Action::await_change())
+}
+
+async fn report_deleting(
+    claim: &DataServiceClaim,
+    state: &State,
+    api: &Api<DataServiceClaim>,
+    reason: &'static str,
+    message: String,
+) -> Result<Action, Error> {
+    let delay = state.backoff(claim);
+    warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), reason, %message, ?delay, "claim not cleaned up yet");
+    let previous = claim.status.clone().unwrap_or_default();
+    let status = DataServiceClaimStatus {
+        phase: Some(ClaimPhase::Deleting),
+        message: Some(format!("waiting to clean up: {message}")),
+        conditions: vec![condition(claim, false, reason, &message)],
+        ..previous
+    };
+    if write_status(claim, state, api, status).await? {
+        publish(state, claim, EventType::Warning, reason, message, "Delete").await;
+    }
+    Ok(Action::requeue(delay))
+}
+
+// ---- PostgreSQL ----
+
+async fn postgres(target: &Target) -> Result<tokio_postgres::Client, Problem> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(target.host())
+        .port(target.port())
+        .user(&target.admin_user)
+        .password(&target.admin_password)
+        .dbname("postgres")
+        .application_name("govbroker-operator")
+        .connect_timeout(CONNECT_TIMEOUT);
+    let (client, connection) = match config.connect(tokio_postgres::NoTls).await {
+        Ok(pair) => pair,
+        Err(e) => return Err(target.unavailable(&pg_error(&e))),
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+        .batch_execute("SET standard_conforming_strings = on")
+        .await
+        .map_err(|e| target.unavailable(&pg_error(&e)))?;
+    Ok(client)
+}
+
+/// A PostgreSQL error with its server message (never a statement, which may carry a
+/// password).
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => {
+            let mut text = e.to_string();
+            if let Some(source) = std::error::Error::source(e) {
+                text = format!("{text}: {source}");
+            }
+            text
+        }
+    }
+}
+
+fn sql_failed(what: &str, e: &tokio_postgres::Error) -> Problem {
+    if e.as_db_error().is_none() {
+        return Problem::Unavailable {
+            reason: "ServerUnavailable",
+            message: format!("lost the server while {what}: {}", pg_error(e)),
+        };
+    }
+    Problem::Failed {
+        reason: "ProvisioningFailed",
+        message: format!("{what}: {}", pg_error(e)),
+    }
+}
+
+fn unsafe_text(e: &govbroker_domain::data_services::UnsafeText) -> Problem {
+    Problem::Failed {
+        reason: "InvalidName",
+        message: e.to_string(),
+    }
+}
+
+async fn exists(
+    pg: &tokio_postgres::Client,
+    query: &str,
+    name: &str,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(!pg.query(query, &[&name]).await?.is_empty())
+}
+
+const ROLE_EXISTS: &str = "SELECT 1 FROM pg_roles WHERE rolname = $1";
+const DATABASE_EXISTS: &str = "SELECT 1 FROM pg_database WHERE datname = $1";
+
+async fn provision_postgres(
+    target: &Target,
+    names: &InstanceNames,
+    password: &str,
+) -> Result<(), Problem> {
+    let pg = postgres(target).await?;
+    let limits = PostgresLimits {
+        max_connections: target.max_connections,
+    };
+    let role_exists = exists(&pg, ROLE_EXISTS, &names.role)
+        .await
+        .map_err(|e| sql_failed("looking up the role", &e))?;
+    let statement = if role_exists {
+        alter_role(&names.role, password, limits)
+    } else {
+        create_role(&names.role, password, limits)
+    }
+    .map_err(|e| unsafe_text(&e))?;
+    pg.batch_execute(&statement)
+        .await
+        .map_err(|e| sql_failed(&format!("setting up role \"{}\"", names.role), &e))?;
+    let database_exists = exists(&pg, DATABASE_EXISTS, &names.database)
+        .await
+        .map_err(|e| sql_failed("looking up the database", &e))?;
+    if !database_exists {
+        for statement in
+            create_database(&names.database, &names.role).map_err(|e| unsafe_text(&e))?
+        {
+            pg.batch_execute(&statement).await.map_err(|e| {
+                sql_failed(&format!("creating database \"{}\"", names.database), &e)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+async fn cleanup_postgres(
+    target: &Target,
+    names: &InstanceNames,
+    policy: DeletionPolicy,
+) -> Result<(), Problem> {
+    let pg = postgres(target).await?;
+    match policy {
+        DeletionPolicy::Delete => {
+            pg.execute(TERMINATE_SESSIONS, &[&names.database])
+                .await
+                .map_err(|e| sql_failed("ending the database's sessions", &e))?;
+            for statement in
+                drop_instance(&names.database, &names.role).map_err(|e| unsafe_text(&e))?
+            {
+                pg.batch_execute(&statement)
+                    .await
+                    .map_err(|e| sql_failed("dropping the instance", &e))?;
+            }
+        }
+        DeletionPolicy::Retain => {
+            let role_exists = exists(&pg, ROLE_EXISTS, &names.role)
+                .await
+                .map_err(|e| sql_failed("looking up the role", &e))?;
+            if role_exists {
+                let statement = disable_login(&names.role).map_err(|e| unsafe_text(&e))?;
+                pg.batch_execute(&statement)
+                    .await
+                    .map_err(|e| sql_failed("disabling the role's login", &e))?;
+                pg.execute(TERMINATE_SESSIONS, &[&names.database])
+                    .await
+                    .map_err(|e| sql_failed("ending the database's sessions", &e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- Redis ----
+
+async fn redis(target: &Target) -> Result<redis::aio::MultiplexedConnection, Problem> {
+    use redis::IntoConnectionInfo as _;
+    let settings = redis::RedisConnectionInfo::default()
+        .set_username(&target.admin_user)
+        .set_password(&target.admin_password);
+    let info = redis::ConnectionAddr::Tcp(target.host().to_owned(), target.port())
+        .into_connection_info()
+        .map_err(|e| target.unavailable(&e))?
+        .set_redis_settings(settings);
+    let client = redis::Client::open(info).map_err(|e| target.unavailable(&e))?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
+        Ok(Ok(con)) => Ok(con),
+        Ok(Err(e)) => Err(target.unavailable(&e)),
+        Err(_) => Err(target.unavailable(&format!("no answer within {CONNECT_TIMEOUT:?}"))),
+    }
+}
+
+fn redis_failed(what: &str, e: &redis::RedisError) -> Problem {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        return Problem::Unavailable {
+            reason: "ServerUnavailable",
+            message: format!("lost the server while {what}: {e}"),
+        };
+    }
+    Problem::Failed {
+        reason: "ProvisioningFailed",
+        message: format!("{what}: {}", e.code().unwrap_or("error")),
+    }
+}
+
+async fn provision_redis(
+    target: &Target,
+    names: &InstanceNames,
+    password: &str,
+) -> Result<(), Problem> {
+    let mut con = redis(target).await?;
+    let rules = redis_acl(
+        &names.redis_user,
+        password,
+        &names.key_prefix,
+        RedisAccess::ReadWrite,
+    )
+    .map_err(|e| unsafe_text(&e))?;
+    // The error of ACL SETUSER is reported by its code only: its text could echo a rule.
+    redis::cmd("ACL")
+        .arg(&rules)
+        .query_async::<()>(&mut con)
+        .await
+        .map_err(|e| redis_failed(&format!("setting up ACL user \"{}\"", names.redis_user), &e))
+}
+
+async fn cleanup_redis(
+    target: &Target,
+    names: &InstanceNames,
+    policy: DeletionPolicy,
+) -> Result<(), Problem> {
+    let mut con = redis(target).await?;
+    match policy {
+        DeletionPolicy::Delete => {
+            redis::cmd("ACL")
+                .arg("DELUSER")
+                .arg(&names.redis_user)
+                .query_async::<i64>(&mut con)
+                .await
+                .map_err(|e| redis_failed("deleting the ACL user", &e))?;
+            let pattern = format!("{}:*", names.key_prefix);
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut con)
+                    .await
+                    .map_err(|e| redis_failed("listing the instance's keys", &e))?;
+                if !keys.is_empty() {
+                    redis::cmd("DEL")
+                        .arg(&keys)
+                        .query_async::<i64>(&mut con)
+                        .await
+                        .map_err(|e| redis_failed("deleting the instance's keys", &e))?;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        DeletionPolicy::Retain => {
+            let user: redis::Value = redis::cmd("ACL")
+                .arg("GETUSER")
+                .arg(&names.redis_user)
+                .query_async(&mut con)
+                .await
+                .map_err(|e| redis_failed("looking up the ACL user", &e))?;
+            if user != redis::Value::Nil {
+                redis::cmd("ACL")
+                    .arg("SETUSER")
+                    .arg(&names.redis_user)
+                    .arg("off")
+                    .query_async::<()>(&mut con)
+                    .await
+                    .map_err(|e| redis_failed("disabling the ACL user", &e))?;
+                redis::cmd("CLIENT")
+                    .arg("KILL")
+                    .arg("USER")
+                    .arg(&names.redis_user)
+                    .query_async::<i64>(&mut con)
+                    .await
+                    .map_err(|e| redis_failed("disconnecting the ACL user", &e))?;
+            }
+        }
+    }
+    Ok(())
+}
