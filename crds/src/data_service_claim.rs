@@ -93,7 +93,7 @@ pub struct DataServiceClaimStatus {
     pub endpoint: Option<String>,
     /// Name of the Secret in the claim's namespace holding the connection details and
     /// credentials (`host`, `port`, `username`, `password`, and `database` or
-    /// `keyPrefix`), for workloads to mount.
+    /// `prefix`), and `uri`, for workloads to mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binding_secret: Option<String>,
     /// True when the claim is being deleted and its data is kept on the server because
@@ -105,7 +105,7 @@ pub struct DataServiceClaimStatus {
     pub message: Option<String>,
     /// Conditions of the claim. `Ready` with reasons such as `Provisioned`,
     /// `ClassNotFound`, `PlanNotFound`, `SecurityLevelNotAllowed`, `QuotaExceeded` or
-    /// `ServerUnreachable`.
+    /// `ServerUnavailable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -246,7 +246,7 @@ pub struct DataServiceClassStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plans: Option<i32>,
     /// Conditions of the class. `Ready` with reasons such as `Connected`,
-    /// `ServerUnreachable`, `AdminSecretMissing`, `AuthenticationFailed` or `TlsFailed`.
+    /// `ServerUnavailable`, `AdminSecretMissing`, `AuthenticationFailed` or `TlsFailed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
