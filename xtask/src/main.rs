@@ -365,6 +365,11 @@ impl Project {
                 .args(["get", "agencies", "-o", "wide"]),
         )?;
 
+        step(
+            "Offering the shared PostgreSQL and Redis as data-service classes (demo/data-services.yaml)",
+        );
+        self.seed_data_services()?;
+
         let owner_token = self.mint_token(DEMO_OWNER.0, &[])?;
         let admin_token = self.mint_token("admin@gov.vn", &["govbroker:platform-admins"])?;
         let bin = self.cluster_bin();
@@ -385,6 +390,8 @@ impl Project {
                govctl agency tree {agency}\n  \
                govctl quota request {agency} --cpu 4 --justification \"Cổng dịch vụ công cần thêm CPU\"\n\
              As a platform admin: govctl login ... --token {admin_token}\n\
+             Claim a PostgreSQL database for {agency} (classes: kubectl get dsc):\n  \
+               kubectl apply -f demo/claim.yaml && kubectl -n {agency}-prod get dsclaim\n\
              HTTP/JSON: curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" https://{api}/v1/agencies\n\
              API docs:  https://{api}/openapi.json\n\n\
              Operator:  http://{metrics}/healthz  /readyz  /metrics\n\
@@ -405,6 +412,66 @@ impl Project {
             ca = ca.display(),
         );
         Ok(())
+    }
+
+    /// The admin Secrets of the local PostgreSQL and Redis in `govbroker-system` (from the
+    /// credentials govcluster generated, sent on kubectl's stdin so no password is on a
+    /// command line), then the classes that point at them.
+    fn seed_data_services(&self) -> Result<()> {
+        use std::io::Write as _;
+        let mut manifest = String::from(
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: govbroker-system\n  labels: {govbroker.io/platform: \"true\"}\n",
+        );
+        for name in ["postgres-admin", "redis-admin"] {
+            let path = self.state_dir().join(name);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                    .map(str::to_owned)
+                    .with_context(|| format!("{} has no {key}", path.display()))
+            };
+            manifest.push_str(&format!(
+                "---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: govbroker-system\nstringData:\n  username: {:?}\n  password: {:?}\n",
+                field("user")?,
+                field("password")?
+            ));
+        }
+        let mut child = Command::new(self.cluster_bin().join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args([
+                "apply",
+                "--server-side",
+                "--field-manager=govbroker-demo",
+                "-f",
+                "-",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting kubectl")?;
+        child
+            .stdin
+            .take()
+            .context("kubectl's stdin")?
+            .write_all(manifest.as_bytes())?;
+        if !child.wait()?.success() {
+            bail!("kubectl could not apply the data servers' admin Secrets");
+        }
+        run_cmd(
+            Command::new(self.cluster_bin().join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig())
+                .args([
+                    "apply",
+                    "--server-side",
+                    "--field-manager=govbroker-demo",
+                    "-f",
+                ])
+                .arg(self.root.join("demo/data-services.yaml")),
+        )
     }
 
     /// A bearer token for `user` in `groups`, valid for an hour (`govcluster token`).
