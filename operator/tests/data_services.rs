@@ -405,3 +405,47 @@ async fn an_unreachable_server_leaves_the_claim_pending_until_it_answers() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_class_serves_only_the_security_levels_it_allows() {
+    start();
+    scenario("dsc-levels", |t| async move {
+        let admin = govbroker_e2e::cluster().postgres_admin()?;
+        admin_secret(&t, "pg-admin", &admin).await?;
+        let class = create_class(&t, "postgres", 15432, "pg-admin", json!({"maxConnections": 5})).await?;
+        let outcome = async {
+            // Only levels 1 and 2 may use the class; this namespace is at level 4, as an
+            // agency's namespace at that level would be.
+            Api::<DataServiceClass>::all(t.client.clone())
+                .patch(
+                    &class,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"spec": {"allowedSecurityLevels": [1, 2]}})),
+                )
+                .await?;
+            Api::<k8s_openapi::api::core::v1::Namespace>::all(t.client.clone())
+                .patch(
+                    &t.namespace,
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(json!({"metadata": {"labels": {govbroker_domain::isolation::SECURITY_LEVEL_LABEL: "4"}}})),
+                )
+                .await?;
+            create_claim(&t, "bi-mat", &class, "nho", None).await?;
+            let failed = phase(&t, "bi-mat", ClaimPhase::Failed).await?;
+            let status = failed.status.context("no status")?;
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready").context("no Ready condition")?;
+            ensure!(ready.reason == "SecurityLevelNotAllowed", "reason {}", ready.reason);
+            ensure!(ready.message.contains("security level 4") && ready.message.contains("[1, 2]"), "{}", ready.message);
+            // Nothing was made on the server.
+            let names = instance_names(&t.namespace, "bi-mat");
+            let pg = connect(&admin.postgres_config("postgres")).await?;
+            let roles: i64 = pg.query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&names.role]).await?.get(0);
+            ensure!(roles == 0, "a role was created for a refused claim");
+            delete_claim(&t, "bi-mat").await
+        }
+        .await;
+        delete_class(&t, &class).await;
+        outcome
+    })
+    .await;
+}

@@ -25,8 +25,9 @@ use govbroker_domain::data_services::{
     InstanceNames, PostgresLimits, RedisAccess, TERMINATE_SESSIONS, alter_role, create_database,
     create_role, disable_login, drop_instance, instance_names, redis_acl,
 };
+use govbroker_domain::isolation::SECURITY_LEVEL_LABEL;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -205,6 +206,25 @@ async fn target(state: &State, claim: &DataServiceClaim) -> Result<Result<Target
             ),
         }));
     };
+    // An agency's namespace carries its security level; the class says which levels may
+    // use it (namespaces of no agency, such as the platform's, are not restricted).
+    let namespace = claim.namespace().unwrap_or_default();
+    let level = Api::<Namespace>::all(client.clone())
+        .get_opt(&namespace)
+        .await?
+        .and_then(|ns| ns.labels().get(SECURITY_LEVEL_LABEL).cloned())
+        .and_then(|l| l.parse::<u8>().ok());
+    if let Some(level) = level
+        && !class.spec.allowed_security_levels.contains(&level)
+    {
+        return Ok(Err(Problem::Failed {
+            reason: "SecurityLevelNotAllowed",
+            message: format!(
+                "namespace {namespace} is at security level {level}, but DataServiceClass \"{class_name}\" serves only levels {:?}: choose a class for level {level}",
+                class.spec.allowed_security_levels
+            ),
+        }));
+    }
     if class.spec.server.tls.enabled {
         return Ok(Err(Problem::Failed {
             reason: "TlsNotSupported",
