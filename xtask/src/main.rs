@@ -247,18 +247,7 @@ impl Project {
             return Ok(());
         }
         step("Installing the CRDs");
-        run_cmd(
-            Command::new(self.cluster_bin().join("kubectl"))
-                .arg("--kubeconfig")
-                .arg(self.kubeconfig())
-                .args([
-                    "apply",
-                    "--server-side",
-                    "--field-manager=govbroker-install",
-                    "-f",
-                ])
-                .arg(&crds),
-        )
+        self.apply("govbroker-install", false, &crds)
     }
 
     fn cloud_up(&self, nodes: u32) -> Result<()> {
@@ -295,19 +284,7 @@ impl Project {
             "charts/govbroker/templates/clusterroles.yaml",
             "demo/rbac.yaml",
         ] {
-            run_cmd(
-                Command::new(self.cluster_bin().join("kubectl"))
-                    .arg("--kubeconfig")
-                    .arg(&kubeconfig)
-                    .args([
-                        "apply",
-                        "--server-side",
-                        "--force-conflicts",
-                        "--field-manager=govbroker-install",
-                        "-f",
-                    ])
-                    .arg(self.root.join(file)),
-            )?;
+            self.apply("govbroker-install", true, &self.root.join(file))?;
         }
         self.cargo(&["build", "--quiet", "-p", "govbroker-api", "-p", "govctl"])?;
         let api_kubeconfig = self.state_dir().join("api.kubeconfig");
@@ -334,36 +311,19 @@ impl Project {
         self.wait_ready("API", API_HEALTH_ADDR)?;
 
         step("Seeding the demo agencies (demo/agencies.yaml)");
-        run_cmd(
-            Command::new(self.cluster_bin().join("kubectl"))
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args([
-                    "apply",
-                    "--server-side",
-                    "--field-manager=govbroker-demo",
-                    "-f",
-                ])
-                .arg(self.root.join("demo/agencies.yaml")),
+        self.apply(
+            "govbroker-demo",
+            false,
+            &self.root.join("demo/agencies.yaml"),
         )?;
-        run_cmd(
-            Command::new(self.cluster_bin().join("kubectl"))
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args([
-                    "wait",
-                    "--for=condition=Ready",
-                    "--timeout=120s",
-                    "agencies",
-                    "--all",
-                ]),
-        )?;
-        run_cmd(
-            Command::new(self.cluster_bin().join("kubectl"))
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
-                .args(["get", "agencies", "-o", "wide"]),
-        )?;
+        run_cmd(self.kubectl().args([
+            "wait",
+            "--for=condition=Ready",
+            "--timeout=120s",
+            "agencies",
+            "--all",
+        ]))?;
+        run_cmd(self.kubectl().args(["get", "agencies", "-o", "wide"]))?;
 
         step(
             "Offering the shared PostgreSQL and Redis as data-service classes (demo/data-services.yaml)",
@@ -438,9 +398,8 @@ impl Project {
                 field("password")?
             ));
         }
-        let mut child = Command::new(self.cluster_bin().join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
+        let mut child = self
+            .kubectl()
             .args([
                 "apply",
                 "--server-side",
@@ -460,17 +419,33 @@ impl Project {
         if !child.wait()?.success() {
             bail!("kubectl could not apply the data servers' admin Secrets");
         }
+        self.apply(
+            "govbroker-demo",
+            false,
+            &self.root.join("demo/data-services.yaml"),
+        )
+    }
+
+    /// kubectl of the local cloud, pointed at its admin kubeconfig.
+    fn kubectl(&self) -> Command {
+        let mut kubectl = Command::new(self.cluster_bin().join("kubectl"));
+        kubectl.arg("--kubeconfig").arg(self.kubeconfig());
+        kubectl
+    }
+
+    /// `kubectl apply --server-side` of `path` as field manager `manager` (taking over
+    /// fields another manager holds when `force`).
+    fn apply(&self, manager: &str, force: bool, path: &Path) -> Result<()> {
+        let mut kubectl = self.kubectl();
+        kubectl.args(["apply", "--server-side"]);
+        if force {
+            kubectl.arg("--force-conflicts");
+        }
         run_cmd(
-            Command::new(self.cluster_bin().join("kubectl"))
-                .arg("--kubeconfig")
-                .arg(self.kubeconfig())
-                .args([
-                    "apply",
-                    "--server-side",
-                    "--field-manager=govbroker-demo",
-                    "-f",
-                ])
-                .arg(self.root.join("demo/data-services.yaml")),
+            kubectl
+                .arg(format!("--field-manager={manager}"))
+                .arg("-f")
+                .arg(path),
         )
     }
 

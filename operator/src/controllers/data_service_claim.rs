@@ -206,25 +206,6 @@ async fn target(state: &State, claim: &DataServiceClaim) -> Result<Result<Target
             ),
         }));
     };
-    // An agency's namespace carries its security level; the class says which levels may
-    // use it (namespaces of no agency, such as the platform's, are not restricted).
-    let namespace = claim.namespace().unwrap_or_default();
-    let level = Api::<Namespace>::all(client.clone())
-        .get_opt(&namespace)
-        .await?
-        .and_then(|ns| ns.labels().get(SECURITY_LEVEL_LABEL).cloned())
-        .and_then(|l| l.parse::<u8>().ok());
-    if let Some(level) = level
-        && !class.spec.allowed_security_levels.contains(&level)
-    {
-        return Ok(Err(Problem::Failed {
-            reason: "SecurityLevelNotAllowed",
-            message: format!(
-                "namespace {namespace} is at security level {level}, but DataServiceClass \"{class_name}\" serves only levels {:?}: choose a class for level {level}",
-                class.spec.allowed_security_levels
-            ),
-        }));
-    }
     if class.spec.server.tls.enabled {
         return Ok(Err(Problem::Failed {
             reason: "TlsNotSupported",
@@ -260,6 +241,36 @@ async fn target(state: &State, claim: &DataServiceClaim) -> Result<Result<Target
         admin_user,
         admin_password,
     }))
+}
+
+/// Whether the claim's namespace may use the class: an agency's namespace carries its
+/// security level, and the class says which levels it serves (namespaces of no agency,
+/// such as the platform's, are not restricted). Checked before provisioning only: a
+/// class narrowed later must not stop the cleanup of what it already made.
+async fn level_allowed(
+    state: &State,
+    claim: &DataServiceClaim,
+    class: &DataServiceClass,
+) -> Result<Result<(), Problem>, Error> {
+    let namespace = claim.namespace().unwrap_or_default();
+    let level = Api::<Namespace>::all(state.ctx.client.clone())
+        .get_opt(&namespace)
+        .await?
+        .and_then(|ns| ns.labels().get(SECURITY_LEVEL_LABEL).cloned())
+        .and_then(|l| l.parse::<u8>().ok());
+    match level {
+        Some(level) if !class.spec.allowed_security_levels.contains(&level) => {
+            Ok(Err(Problem::Failed {
+                reason: "SecurityLevelNotAllowed",
+                message: format!(
+                    "namespace {namespace} is at security level {level}, but DataServiceClass \"{}\" serves only levels {:?}: choose a class for level {level}",
+                    class.name_any(),
+                    class.spec.allowed_security_levels
+                ),
+            }))
+        }
+        _ => Ok(Ok(())),
+    }
 }
 
 fn binding_name(claim: &DataServiceClaim) -> String {
@@ -318,6 +329,9 @@ async fn provision(
         Ok(target) => target,
         Err(problem) => return report(claim, state, api, None, problem).await,
     };
+    if let Err(problem) = level_allowed(state, claim, &target.class).await? {
+        return report(claim, state, api, None, problem).await;
+    }
     let secrets = Api::<Secret>::namespaced(state.ctx.client.clone(), &namespace);
     let binding = binding_name(claim);
     let existing = secrets.get_opt(&binding).await?;
