@@ -157,8 +157,9 @@ pub struct Environment {
     )]
     pub name: String,
     /// This environment's share of the agency's quota, enforced by a ResourceQuota in
-    /// its namespace.
+    /// its namespace. Data-service instances are counted per agency, not here.
     #[serde(default)]
+    #[x_kube(validation = Rule::new("!has(self.dataServices)").message("data-service instances are counted per agency: set them in spec.quota.dataServices, not in an environment's quota"))]
     pub quota: ResourceAmounts,
 }
 

@@ -1,5 +1,7 @@
 //! The quota vocabulary shared by Agency and QuotaRequest.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};
@@ -30,6 +32,13 @@ pub struct ResourceAmounts {
     /// Number of PersistentVolumeClaims.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claims: Option<Quantity>,
+    /// Data-service instances (DataServiceClaims) the agency may hold per
+    /// DataServiceClass, over all its namespaces, e.g. `{postgres-dung-chung: 3}`. A class
+    /// not listed cannot be claimed. Counted per agency: not divided among its children
+    /// or environments (an environment's quota may not name it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "integer", "format": "int32", "minimum": 0, "maximum": 100000}))]
+    pub data_services: BTreeMap<String, i32>,
 }
 
 /// One quota resource: its field name in [`ResourceAmounts`], its name in a
@@ -102,7 +111,7 @@ impl QuotaResource {
 impl ResourceAmounts {
     /// Whether no resource is named at all.
     pub fn is_empty(&self) -> bool {
-        QuotaResource::ALL.iter().all(|r| self.get(*r).is_none())
+        QuotaResource::ALL.iter().all(|r| self.get(*r).is_none()) && self.data_services.is_empty()
     }
 
     /// The amount of one resource, if granted.

@@ -129,5 +129,8 @@ pub fn merged_quota(agency: &Agency, qr: &QuotaRequest) -> govbroker_crds::Resou
             quota.set(resource, Some(value.clone()));
         }
     }
+    for (class, count) in &qr.spec.quota.data_services {
+        quota.data_services.insert(class.clone(), *count);
+    }
     quota
 }
