@@ -62,6 +62,8 @@ pub struct Permission {
     pub subresource: Option<&'static str>,
     /// One object's name, or none for all.
     pub name: Option<String>,
+    /// The namespace of a namespaced resource, or none for cluster scope.
+    pub namespace: Option<String>,
 }
 
 impl Permission {
@@ -72,6 +74,7 @@ impl Permission {
             resource,
             subresource: None,
             name: None,
+            namespace: None,
         }
     }
 
@@ -89,15 +92,25 @@ impl Permission {
         self
     }
 
+    /// The same, in one namespace (for namespaced resources).
+    pub fn in_namespace(mut self, namespace: &str) -> Permission {
+        self.namespace = Some(namespace.to_owned());
+        self
+    }
+
     /// How RBAC would name it, e.g. `get agencies/audit "so-y-te"`.
     pub fn describe(&self) -> String {
         let resource = match self.subresource {
             Some(sub) => format!("{}/{sub}", self.resource),
             None => self.resource.to_owned(),
         };
-        match &self.name {
+        let text = match &self.name {
             Some(name) => format!("{} {resource} \"{name}\"", self.verb),
             None => format!("{} {resource} (all)", self.verb),
+        };
+        match &self.namespace {
+            Some(namespace) => format!("{text} in namespace \"{namespace}\""),
+            None => text,
         }
     }
 }
@@ -225,6 +238,7 @@ impl Identity {
                     resource: Some(permission.resource.to_owned()),
                     subresource: permission.subresource.map(str::to_owned),
                     name: permission.name.clone(),
+                    namespace: permission.namespace.clone(),
                     verb: Some(permission.verb.to_owned()),
                     ..Default::default()
                 }),
