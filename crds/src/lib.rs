@@ -25,6 +25,7 @@ pub mod data_share;
 pub mod quota;
 pub mod quota_request;
 mod render;
+pub mod workload;
 
 pub use agency::{
     Agency, AgencyLevel, AgencyQuotaStatus, AgencySpec, AgencyStatus, Environment, Owners,
@@ -45,6 +46,11 @@ pub use quota::{QuotaResource, ResourceAmounts};
 pub use quota_request::{
     DecisionOutcome, QuotaDecision, QuotaRequest, QuotaRequestPhase, QuotaRequestSpec,
     QuotaRequestStatus,
+};
+
+pub use workload::{
+    ClaimBinding, CpuMemory, InjectAs, PortProtocol, Workload, WorkloadEnvVar, WorkloadPhase,
+    WorkloadPort, WorkloadResources, WorkloadSpec, WorkloadStatus,
 };
 
 pub use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -70,6 +76,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         DataServiceClass::crd(),
         DataServiceClaim::crd(),
         DataShare::crd(),
+        Workload::crd(),
     ]
     .into_iter()
     .map(reflow_descriptions)
