@@ -233,6 +233,17 @@ pub fn grant_read_only(
     ])
 }
 
+/// Removes a share's reader role: run connected to the owner's database, where
+/// `DROP OWNED` takes back its grants there and on the database itself (and its default
+/// privileges), so the role can then be dropped. Run only when the role exists.
+pub fn drop_reader(reader: &str) -> Result<Vec<String>, UnsafeText> {
+    let reader = quote_ident(reader)?;
+    Ok(vec![
+        format!("DROP OWNED BY {reader}"),
+        format!("DROP ROLE IF EXISTS {reader}"),
+    ])
+}
+
 /// What a Redis ACL user may do with its keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisAccess {

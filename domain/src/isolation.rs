@@ -270,6 +270,49 @@ pub fn network_policies(agency: &str, namespace: &str, security_level: u8) -> Ve
     policies
 }
 
+/// The NetworkPolicy that lets every pod of `namespace` reach a bound data service's
+/// server at `addresses` (one /32 or /128 block each) on `port`: what a restricted
+/// namespace's default-deny egress needs to use a claim or a share. `name` is unique per
+/// binding in the namespace; the policy is removed with the binding.
+pub fn data_service_egress(
+    name: &str,
+    namespace: &str,
+    agency: &str,
+    addresses: &[std::net::IpAddr],
+    port: u16,
+) -> NetworkPolicy {
+    use k8s_openapi::api::networking::v1::IPBlock;
+    let blocks = addresses
+        .iter()
+        .map(|ip| NetworkPolicyPeer {
+            ip_block: Some(IPBlock {
+                cidr: match ip {
+                    std::net::IpAddr::V4(v4) => format!("{v4}/32"),
+                    std::net::IpAddr::V6(v6) => format!("{v6}/128"),
+                },
+                except: None,
+            }),
+            ..Default::default()
+        })
+        .collect();
+    NetworkPolicy {
+        metadata: meta(name, Some(namespace), agency),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            egress: Some(vec![NetworkPolicyEgressRule {
+                to: Some(blocks),
+                ports: Some(vec![NetworkPolicyPort {
+                    port: Some(IntOrString::Int(i32::from(port))),
+                    protocol: Some("TCP".to_owned()),
+                    ..Default::default()
+                }]),
+            }]),
+            policy_types: Some(vec!["Egress".to_owned()]),
+            ..Default::default()
+        }),
+    }
+}
+
 /// RBAC subjects for a set of owners.
 pub fn subjects(owners: &Owners) -> Vec<Subject> {
     let mut subjects = Vec::new();
@@ -442,4 +485,34 @@ pub fn agency_rbac(
             owners_of(&lineage),
         ),
     ]
+}
+
+#[test]
+fn a_binding_opens_egress_to_its_server_and_port_only() {
+    let policy = data_service_egress(
+        "govbroker-egress-ho-so",
+        "so-y-te-prod",
+        "so-y-te",
+        &["10.20.0.15".parse().unwrap(), "fd00::1".parse().unwrap()],
+        5432,
+    );
+    let spec = policy.spec.unwrap();
+    assert_eq!(spec.policy_types, Some(vec!["Egress".to_owned()]));
+    let rule = &spec.egress.unwrap()[0];
+    let cidrs: Vec<String> = rule
+        .to
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|p| p.ip_block.as_ref().unwrap().cidr.clone())
+        .collect();
+    assert_eq!(cidrs, ["10.20.0.15/32", "fd00::1/128"]);
+    assert_eq!(
+        rule.ports.as_ref().unwrap()[0].port,
+        Some(IntOrString::Int(5432))
+    );
+    assert_eq!(
+        policy.metadata.labels.unwrap().get(AGENCY_LABEL),
+        Some(&"so-y-te".to_owned())
+    );
 }

@@ -11,9 +11,12 @@
 //!   agency may be deleted.
 //! - [`data_services`]: what a data-service claim is called on its shared server, and
 //!   the quoted SQL and Redis ACL rules the broker sends.
+//! - [`data_shares`]: when a DataShare grants access, sharing down the security
+//!   levels, and data-service quota per class.
 #![forbid(unsafe_code)]
 
 pub mod data_services;
+pub mod data_shares;
 pub mod isolation;
 pub mod quantity;
 pub mod tree;
