@@ -11,6 +11,8 @@
 //!   agency may be deleted.
 //! - [`data_services`]: what a data-service claim is called on its shared server, and
 //!   the quoted SQL and Redis ACL rules the broker sends.
+//! - [`workload`]: what a Workload is rendered into (hardened for its security level),
+//!   its image policy, validation and quota check.
 //! - [`data_shares`]: when a DataShare grants access, sharing down the security
 //!   levels, and data-service quota per class.
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ pub mod data_shares;
 pub mod isolation;
 pub mod quantity;
 pub mod tree;
+pub mod workload;
 
 pub use quantity::{Amount, Amounts, QuantityError, QuotaError, Shortfall, usage_summary};
 pub use tree::{
