@@ -15,11 +15,17 @@
 //!   its image policy, validation and quota check.
 //! - [`data_shares`]: when a DataShare grants access, sharing down the security
 //!   levels, and data-service quota per class.
+//! - [`metering`]: exact usage integrated from watch events (integer units, billing days
+//!   in Asia/Ho_Chi_Minh).
+//! - [`billing`]: price schedules, rating usage into monthly bills (one rounding per
+//!   line), subtree roll-up, budgets and VND formatting.
 #![forbid(unsafe_code)]
 
+pub mod billing;
 pub mod data_services;
 pub mod data_shares;
 pub mod isolation;
+pub mod metering;
 pub mod quantity;
 pub mod tree;
 pub mod workload;

@@ -39,6 +39,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::shared_server::{
+    DATABASE_EXISTS, Problem, ROLE_EXISTS, Target, UNRESERVED_KEPT, exists, new_password, postgres,
+    redis, redis_failed, secret_text, sql_failed, target, unsafe_text,
+};
 use crate::{Context, Error};
 
 /// Name of this controller in metrics and logs.
@@ -49,17 +53,6 @@ pub const FIELD_MANAGER: &str = "govbroker-data-services";
 pub const FINALIZER: &str = "govbroker.io/data-service";
 /// Label on binding Secrets naming their claim (the controller watches only these).
 pub const CLAIM_LABEL: &str = "govbroker.io/data-service-claim";
-
-/// What is percent-encoded in a URI's user, password and path: all but RFC 3986's
-/// unreserved characters.
-const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// How long the broker waits to connect to a shared server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct State {
     ctx: Arc<Context>,
@@ -127,122 +120,6 @@ fn error_policy(claim: Arc<DataServiceClaim>, error: &Error, state: Arc<State>) 
     Action::requeue(delay)
 }
 
-/// Why a claim could not be provisioned (or cleaned up) this time.
-enum Problem {
-    /// A lasting mistake in the claim or class: Failed until something changes.
-    Failed {
-        reason: &'static str,
-        message: String,
-    },
-    /// The server (or its admin Secret) cannot be used now: Pending, retried.
-    Unavailable {
-        reason: &'static str,
-        message: String,
-    },
-}
-
-/// The class, plan and admin credentials of a claim.
-struct Target {
-    class: DataServiceClass,
-    max_connections: Option<u32>,
-    admin_user: String,
-    admin_password: String,
-}
-
-impl Target {
-    fn host(&self) -> &str {
-        &self.class.spec.server.host
-    }
-
-    fn port(&self) -> u16 {
-        u16::try_from(self.class.spec.server.port).unwrap_or(0)
-    }
-
-    fn endpoint(&self) -> String {
-        format!("{}:{}", self.host(), self.port())
-    }
-
-    fn unavailable(&self, error: &dyn std::fmt::Display) -> Problem {
-        Problem::Unavailable {
-            reason: "ServerUnavailable",
-            message: format!(
-                "the server of class \"{}\" at {} cannot be reached: {error}",
-                self.class.name_any(),
-                self.endpoint()
-            ),
-        }
-    }
-}
-
-fn secret_text(secret: &Secret, key: &str) -> Option<String> {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .and_then(|v| String::from_utf8(v.0.clone()).ok())
-        .filter(|s| !s.is_empty())
-}
-
-async fn target(state: &State, claim: &DataServiceClaim) -> Result<Result<Target, Problem>, Error> {
-    let client = &state.ctx.client;
-    let class_name = &claim.spec.class_name;
-    let Some(class) = Api::<DataServiceClass>::all(client.clone())
-        .get_opt(class_name)
-        .await?
-    else {
-        return Ok(Err(Problem::Failed {
-            reason: "ClassNotFound",
-            message: format!("there is no DataServiceClass \"{class_name}\""),
-        }));
-    };
-    let Some(plan) = class.spec.plans.iter().find(|p| p.name == claim.spec.plan) else {
-        let plans: Vec<&str> = class.spec.plans.iter().map(|p| p.name.as_str()).collect();
-        return Ok(Err(Problem::Failed {
-            reason: "PlanNotFound",
-            message: format!(
-                "DataServiceClass \"{class_name}\" has no plan \"{}\"; its plans are {}",
-                claim.spec.plan,
-                plans.join(", ")
-            ),
-        }));
-    };
-    if class.spec.server.tls.enabled {
-        return Ok(Err(Problem::Failed {
-            reason: "TlsNotSupported",
-            message: format!(
-                "DataServiceClass \"{class_name}\" asks for TLS to its server, which the broker does not support yet"
-            ),
-        }));
-    }
-    let max_connections = plan
-        .limits
-        .as_ref()
-        .and_then(|l| l.max_connections)
-        .and_then(|n| u32::try_from(n).ok());
-    let secret_ref = &class.spec.server.admin_secret_ref;
-    let secret = Api::<Secret>::namespaced(client.clone(), &secret_ref.namespace)
-        .get_opt(&secret_ref.name)
-        .await?;
-    let credentials = secret
-        .as_ref()
-        .and_then(|s| Some((secret_text(s, "username")?, secret_text(s, "password")?)));
-    let Some((admin_user, admin_password)) = credentials else {
-        return Ok(Err(Problem::Unavailable {
-            reason: "AdminSecretMissing",
-            message: format!(
-                "the admin Secret {}/{} of DataServiceClass \"{class_name}\" is missing or lacks the keys username and password",
-                secret_ref.namespace, secret_ref.name
-            ),
-        }));
-    };
-    Ok(Ok(Target {
-        class,
-        max_connections,
-        admin_user,
-        admin_password,
-    }))
-}
-
 /// Whether the claim's namespace may use the class: an agency's namespace carries its
 /// security level, and the class says which levels it serves (namespaces of no agency,
 /// such as the platform's, are not restricted). Checked before provisioning only: a
@@ -275,12 +152,6 @@ async fn level_allowed(
 
 fn binding_name(claim: &DataServiceClaim) -> String {
     format!("{}-binding", claim.name_any())
-}
-
-fn new_password() -> Result<String, Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| Error::DataService(format!("no randomness: {e}")))?;
-    Ok(hex::encode(bytes))
 }
 
 async fn reconcile(claim: Arc<DataServiceClaim>, state: Arc<State>) -> Result<Action, Error> {
@@ -325,7 +196,7 @@ async fn provision(
 ) -> Result<Action, Error> {
     let namespace = claim.namespace().unwrap_or_default();
     let names = instance_names(&namespace, &claim.name_any());
-    let target = match target(state, claim).await? {
+    let target = match target(&state.ctx.client, &claim.spec.class_name, &claim.spec.plan).await? {
         Ok(target) => target,
         Err(problem) => return report(claim, state, api, None, problem).await,
     };
@@ -587,7 +458,7 @@ async fn delete(
     let namespace = claim.namespace().unwrap_or_default();
     let names = instance_names(&namespace, &claim.name_any());
     let policy = claim.spec.deletion_policy;
-    let target = match target(state, claim).await? {
+    let target = match target(&state.ctx.client, &claim.spec.class_name, &claim.spec.plan).await? {
         Ok(target) => Some(target),
         // Nothing to reach: the class is gone, or points nowhere the broker can go.
         Err(Problem::Failed { message, .. }) => {
@@ -694,84 +565,12 @@ async fn report_deleting(
     Ok(Action::requeue(delay))
 }
 
-// ---- PostgreSQL ----
-
-async fn postgres(target: &Target) -> Result<tokio_postgres::Client, Problem> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(target.host())
-        .port(target.port())
-        .user(&target.admin_user)
-        .password(&target.admin_password)
-        .dbname("postgres")
-        .application_name("govbroker-operator")
-        .connect_timeout(CONNECT_TIMEOUT);
-    let (client, connection) = match config.connect(tokio_postgres::NoTls).await {
-        Ok(pair) => pair,
-        Err(e) => return Err(target.unavailable(&pg_error(&e))),
-    };
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    client
-        .batch_execute("SET standard_conforming_strings = on")
-        .await
-        .map_err(|e| target.unavailable(&pg_error(&e)))?;
-    Ok(client)
-}
-
-/// A PostgreSQL error with its server message (never a statement, which may carry a
-/// password).
-fn pg_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => {
-            let mut text = e.to_string();
-            if let Some(source) = std::error::Error::source(e) {
-                text = format!("{text}: {source}");
-            }
-            text
-        }
-    }
-}
-
-fn sql_failed(what: &str, e: &tokio_postgres::Error) -> Problem {
-    if e.as_db_error().is_none() {
-        return Problem::Unavailable {
-            reason: "ServerUnavailable",
-            message: format!("lost the server while {what}: {}", pg_error(e)),
-        };
-    }
-    Problem::Failed {
-        reason: "ProvisioningFailed",
-        message: format!("{what}: {}", pg_error(e)),
-    }
-}
-
-fn unsafe_text(e: &govbroker_domain::data_services::UnsafeText) -> Problem {
-    Problem::Failed {
-        reason: "InvalidName",
-        message: e.to_string(),
-    }
-}
-
-async fn exists(
-    pg: &tokio_postgres::Client,
-    query: &str,
-    name: &str,
-) -> Result<bool, tokio_postgres::Error> {
-    Ok(!pg.query(query, &[&name]).await?.is_empty())
-}
-
-const ROLE_EXISTS: &str = "SELECT 1 FROM pg_roles WHERE rolname = $1";
-const DATABASE_EXISTS: &str = "SELECT 1 FROM pg_database WHERE datname = $1";
-
 async fn provision_postgres(
     target: &Target,
     names: &InstanceNames,
     password: &str,
 ) -> Result<(), Problem> {
-    let pg = postgres(target).await?;
+    let pg = postgres(target, "postgres").await?;
     let limits = PostgresLimits {
         max_connections: target.max_connections,
     };
@@ -807,7 +606,7 @@ async fn cleanup_postgres(
     names: &InstanceNames,
     policy: DeletionPolicy,
 ) -> Result<(), Problem> {
-    let pg = postgres(target).await?;
+    let pg = postgres(target, "postgres").await?;
     match policy {
         DeletionPolicy::Delete => {
             pg.execute(TERMINATE_SESSIONS, &[&names.database])
@@ -837,38 +636,6 @@ async fn cleanup_postgres(
         }
     }
     Ok(())
-}
-
-// ---- Redis ----
-
-async fn redis(target: &Target) -> Result<redis::aio::MultiplexedConnection, Problem> {
-    use redis::IntoConnectionInfo as _;
-    let settings = redis::RedisConnectionInfo::default()
-        .set_username(&target.admin_user)
-        .set_password(&target.admin_password);
-    let info = redis::ConnectionAddr::Tcp(target.host().to_owned(), target.port())
-        .into_connection_info()
-        .map_err(|e| target.unavailable(&e))?
-        .set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(|e| target.unavailable(&e))?;
-    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
-        Ok(Ok(con)) => Ok(con),
-        Ok(Err(e)) => Err(target.unavailable(&e)),
-        Err(_) => Err(target.unavailable(&format!("no answer within {CONNECT_TIMEOUT:?}"))),
-    }
-}
-
-fn redis_failed(what: &str, e: &redis::RedisError) -> Problem {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-        return Problem::Unavailable {
-            reason: "ServerUnavailable",
-            message: format!("lost the server while {what}: {e}"),
-        };
-    }
-    Problem::Failed {
-        reason: "ProvisioningFailed",
-        message: format!("{what}: {}", e.code().unwrap_or("error")),
-    }
 }
 
 async fn provision_redis(

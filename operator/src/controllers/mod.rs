@@ -13,6 +13,7 @@
 pub mod agency;
 pub mod data_service_claim;
 pub mod quota_request;
+mod shared_server;
 
 use std::sync::Arc;
 

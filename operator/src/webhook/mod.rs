@@ -6,7 +6,10 @@
 //! matching `caBundle`, so the API server always trusts the running operator.
 
 mod agency;
+mod data_services;
 mod quota_request;
+
+pub use data_services::{REVOKED_AT_ANNOTATION, REVOKED_BY_ANNOTATION};
 
 pub use quota_request::merged_quota;
 
@@ -82,6 +85,18 @@ pub async fn run(
         .route(
             "/mutate/agency",
             post(review::<Agency>(agency::link_parent)),
+        )
+        .route(
+            "/validate/dataserviceclaim",
+            post(review::<govbroker_crds::DataServiceClaim>(
+                data_services::admit_claim,
+            )),
+        )
+        .route(
+            "/mutate/datashare",
+            post(review::<govbroker_crds::DataShare>(
+                data_services::admit_share,
+            )),
         )
         .route(
             "/mutate/quotarequest",
@@ -162,12 +177,17 @@ where
 }
 
 fn rule(resource: &str, operations: &[&str]) -> RuleWithOperations {
+    scoped_rule("Cluster", resource, operations)
+}
+
+/// A rule for govbroker's `resource` of `scope` (`Cluster` or `Namespaced`).
+fn scoped_rule(scope: &str, resource: &str, operations: &[&str]) -> RuleWithOperations {
     RuleWithOperations {
         api_groups: Some(vec![govbroker_crds::GROUP.to_owned()]),
         api_versions: Some(vec![govbroker_crds::VERSION.to_owned()]),
         resources: Some(vec![resource.to_owned()]),
         operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
-        scope: Some("Cluster".to_owned()),
+        scope: Some(scope.to_owned()),
     }
 }
 
@@ -198,16 +218,32 @@ async fn apply_configurations(ctx: &Context, ca_bundle: &[u8]) -> Result<(), Err
             name: Some(CONFIGURATION_NAME.to_owned()),
             ..Default::default()
         },
-        webhooks: Some(vec![ValidatingWebhook {
-            name: "agencies.govbroker.io".to_owned(),
-            admission_review_versions: vec!["v1".to_owned()],
-            client_config: client_config(ctx, ca_bundle, "/validate/agency"),
-            failure_policy: Some("Fail".to_owned()),
-            side_effects: "None".to_owned(),
-            timeout_seconds: Some(10),
-            rules: Some(vec![rule("agencies", &["CREATE", "UPDATE", "DELETE"])]),
-            ..Default::default()
-        }]),
+        webhooks: Some(vec![
+            ValidatingWebhook {
+                name: "agencies.govbroker.io".to_owned(),
+                admission_review_versions: vec!["v1".to_owned()],
+                client_config: client_config(ctx, ca_bundle, "/validate/agency"),
+                failure_policy: Some("Fail".to_owned()),
+                side_effects: "None".to_owned(),
+                timeout_seconds: Some(10),
+                rules: Some(vec![rule("agencies", &["CREATE", "UPDATE", "DELETE"])]),
+                ..Default::default()
+            },
+            ValidatingWebhook {
+                name: "dataserviceclaims.govbroker.io".to_owned(),
+                admission_review_versions: vec!["v1".to_owned()],
+                client_config: client_config(ctx, ca_bundle, "/validate/dataserviceclaim"),
+                failure_policy: Some("Fail".to_owned()),
+                side_effects: "None".to_owned(),
+                timeout_seconds: Some(10),
+                rules: Some(vec![scoped_rule(
+                    "Namespaced",
+                    "dataserviceclaims",
+                    &["CREATE"],
+                )]),
+                ..Default::default()
+            },
+        ]),
     };
     let mutating = MutatingWebhookConfiguration {
         metadata: kube::api::ObjectMeta {
@@ -223,6 +259,16 @@ async fn apply_configurations(ctx: &Context, ca_bundle: &[u8]) -> Result<(), Err
                 side_effects: "None".to_owned(),
                 timeout_seconds: Some(10),
                 rules: Some(vec![rule("agencies", &["CREATE", "UPDATE"])]),
+                ..Default::default()
+            },
+            MutatingWebhook {
+                name: "datashares.govbroker.io".to_owned(),
+                admission_review_versions: vec!["v1".to_owned()],
+                client_config: client_config(ctx, ca_bundle, "/mutate/datashare"),
+                failure_policy: Some("Fail".to_owned()),
+                side_effects: "None".to_owned(),
+                timeout_seconds: Some(10),
+                rules: Some(vec![rule("datashares", &["CREATE", "UPDATE"])]),
                 ..Default::default()
             },
             MutatingWebhook {
