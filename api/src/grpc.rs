@@ -1,5 +1,7 @@
 //! The gRPC face: each method hands its request to [`Api::handle`].
 
+mod data_services;
+
 use std::sync::Arc;
 
 use futures::StreamExt as _;
@@ -8,6 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::proto;
 use crate::proto::agencies_server::{Agencies, AgenciesServer};
 use crate::proto::audit_server::{Audit, AuditServer};
+use crate::proto::data_services_server::DataServicesServer;
 use crate::proto::quota_requests_server::{QuotaRequests, QuotaRequestsServer};
 use crate::service::Api;
 use crate::service::operations::{Approve, Operation, Reject};
@@ -38,6 +41,7 @@ impl Grpc {
     pub fn routes(self) -> tonic::service::Routes {
         tonic::service::Routes::new(AgenciesServer::new(self.clone()))
             .add_service(QuotaRequestsServer::new(self.clone()))
+            .add_service(DataServicesServer::new(self.clone()))
             .add_service(AuditServer::new(self))
     }
 }

@@ -1,6 +1,8 @@
 //! The HTTP/JSON face: the same operations as gRPC, with proto3 JSON bodies, described
 //! by an OpenAPI document at [`OPENAPI_PATH`] built from the same protos.
 
+mod data_services;
+
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -177,6 +179,96 @@ pub const ROUTES: &[Route] = &[
         None,
         "ListAuditRecordsResponse",
     ),
+    route(
+        "get",
+        "/v1/dataserviceclasses",
+        "ListDataServiceClasses",
+        "Data-service classes (shared servers) and their plans.",
+        Some("ListDataServiceClassesRequest"),
+        None,
+        "ListDataServiceClassesResponse",
+    ),
+    route(
+        "get",
+        "/v1/dataserviceclaims",
+        "ListDataServiceClaims",
+        "Data-service claims the caller may read, by namespace and name.",
+        Some("ListDataServiceClaimsRequest"),
+        None,
+        "ListDataServiceClaimsResponse",
+    ),
+    route(
+        "post",
+        "/v1/dataserviceclaims",
+        "CreateDataServiceClaim",
+        "Claims a database or Redis user in one of an agency's environments.",
+        None,
+        Some("DataServiceClaim"),
+        "DataServiceClaim",
+    ),
+    route(
+        "get",
+        "/v1/dataserviceclaims/{agency}/{environment}/{name}",
+        "GetDataServiceClaim",
+        "One data-service claim.",
+        Some("GetDataServiceClaimRequest"),
+        None,
+        "DataServiceClaim",
+    ),
+    route(
+        "delete",
+        "/v1/dataserviceclaims/{agency}/{environment}/{name}",
+        "DeleteDataServiceClaim",
+        "Deletes a claim; its data is dropped or kept as its deletion policy says.",
+        Some("DeleteDataServiceClaimRequest"),
+        None,
+        "DeleteDataServiceClaimResponse",
+    ),
+    route(
+        "get",
+        "/v1/dataserviceclaims/{agency}/{environment}/{name}/binding",
+        "GetDataServiceBinding",
+        "A claim's connection details and credentials (callers who may read Secrets there).",
+        Some("GetDataServiceBindingRequest"),
+        None,
+        "DataServiceBinding",
+    ),
+    route(
+        "get",
+        "/v1/datashares",
+        "ListDataShares",
+        "Data shares of the agencies the caller may read, newest first.",
+        Some("ListDataSharesRequest"),
+        None,
+        "ListDataSharesResponse",
+    ),
+    route(
+        "post",
+        "/v1/datashares",
+        "CreateDataShare",
+        "Proposes a share of a claim with another agency (unapproved).",
+        None,
+        Some("CreateDataShareRequest"),
+        "DataShare",
+    ),
+    route(
+        "post",
+        "/v1/datashares/{name}/approve",
+        "ApproveDataShare",
+        "Approves a pending share (owners of the owner agency).",
+        Some("ApproveDataShareRequest"),
+        None,
+        "DataShare",
+    ),
+    route(
+        "post",
+        "/v1/datashares/{name}/revoke",
+        "RevokeDataShare",
+        "Ends a share for good.",
+        Some("RevokeDataShareRequest"),
+        None,
+        "DataShare",
+    ),
 ];
 
 fn schemas() -> &'static Map<String, Value> {
@@ -286,6 +378,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/quotarequests/{name}/approve", post(approve))
         .route("/v1/quotarequests/{name}/reject", post(reject))
         .route("/v1/audit", get(list_audit))
+        .merge(data_services::router())
         .with_state(api)
 }
 

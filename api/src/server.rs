@@ -74,6 +74,8 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         shutdown.clone(),
     );
 
+    let data_services = crate::service::data_services::DataServiceStores::watch(&client, &shutdown);
+
     let registry = Registry::new();
     let (calls, audit_failures) =
         Api::counters(&registry).map_err(|e| ServerError::Settings(e.to_string()))?;
@@ -81,6 +83,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         identity: Identity::new(client, config, settings.token_audience.clone()),
         agencies: agencies.clone(),
         quota_requests: quota_requests.clone(),
+        data_services,
         audit,
         calls,
         audit_failures,
@@ -89,13 +92,15 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     let ready = Arc::new(AtomicBool::new(false));
     {
         let ready = ready.clone();
+        let api = api.clone();
         tokio::spawn(async move {
             // One waiter per store: kube's store wakes a single waiter.
-            let (a, q) = tokio::join!(
+            let (a, q, d) = tokio::join!(
                 agencies.wait_until_ready(),
-                quota_requests.wait_until_ready()
+                quota_requests.wait_until_ready(),
+                api.data_services.wait_until_ready()
             );
-            if a.is_ok() && q.is_ok() {
+            if a.is_ok() && q.is_ok() && d {
                 info!("caches filled; ready");
                 ready.store(true, Ordering::SeqCst);
             }
@@ -175,7 +180,8 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn spawn_reflector<K>(
+/// Keeps `writer`'s store current with a watch of `api` until `shutdown`.
+pub(crate) fn spawn_reflector<K>(
     api: KubeApi<K>,
     writer: reflector::store::Writer<K>,
     what: &'static str,

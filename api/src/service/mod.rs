@@ -7,6 +7,7 @@
 
 pub mod agencies;
 pub mod audit;
+pub mod data_services;
 pub mod operations;
 pub mod quota_requests;
 
@@ -30,6 +31,8 @@ pub struct Api {
     pub agencies: Store<Agency>,
     /// Every QuotaRequest, kept current by a watch.
     pub quota_requests: Store<QuotaRequest>,
+    /// Every DataServiceClass, DataServiceClaim and DataShare, kept current by watches.
+    pub data_services: data_services::DataServiceStores,
     /// The audit trail.
     pub audit: AuditLog,
     /// Calls by method and outcome.

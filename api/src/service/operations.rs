@@ -88,6 +88,8 @@ macro_rules! operation {
     };
 }
 
+pub(crate) use operation;
+
 operation!(proto::GetAgencyRequest => proto::Agency, methods::GET_AGENCY,
     |r| target("Agency", &r.name, Some(&r.name)),
     |api, caller, req| api.get_agency(caller, req));
