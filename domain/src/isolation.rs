@@ -422,6 +422,9 @@ pub mod virtual_subresource {
     pub const AUDIT: &str = "audit";
     /// The agency's quota requests (kept readable per agency, not per request).
     pub const QUOTA_REQUESTS: &str = "quotarequests";
+    /// The DataShares the agency owns or consumes (names are free, so they are readable
+    /// per agency, not per share).
+    pub const DATA_SHARES: &str = "datashares";
     /// The agency's usage and bills.
     pub const BILLING: &str = "billing";
 }
@@ -429,7 +432,8 @@ pub mod virtual_subresource {
 /// The two ClusterRoles (and bindings) generated per agency:
 ///
 /// - `govbroker:agency:<name>:reader`: get and watch the Agency and read its quota
-///   requests; bound to the owners and viewers of the agency and of every ancestor.
+///   requests and data shares; bound to the owners and viewers of the agency and of
+///   every ancestor.
 /// - `govbroker:agency:<name>:owner`: change the Agency (the webhook limits which fields
 ///   and to whom), read its audit trail, file and decide QuotaRequests; bound to the
 ///   owners of the agency and of every ancestor. The webhook lets only the agency's own
@@ -463,12 +467,14 @@ pub fn agency_rbac(
     };
     let quota_requests = format!("agencies/{}", virtual_subresource::QUOTA_REQUESTS);
     let audit = format!("agencies/{}", virtual_subresource::AUDIT);
+    let data_shares = format!("agencies/{}", virtual_subresource::DATA_SHARES);
     vec![
         pair(
             agency_reader_role_name(name),
             vec![
                 rule(&["agencies", "agencies/status"], true, &["get", "watch"]),
                 rule(&[quota_requests.as_str()], true, &["get"]),
+                rule(&[data_shares.as_str()], true, &["get"]),
             ],
             readers_of(&lineage),
         ),
@@ -481,6 +487,9 @@ pub fn agency_rbac(
                 // agency must not read another's requests (the API serves them per
                 // agency, guarded by agencies/quotarequests).
                 rule(&["quotarequests"], false, &["create", "update", "patch"]),
+                // DataShares likewise: propose, approve, revoke; the webhook decides who
+                // may approve (owners of the owner agency).
+                rule(&["datashares"], false, &["create", "update", "patch"]),
             ],
             owners_of(&lineage),
         ),

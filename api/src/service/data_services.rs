@@ -18,7 +18,7 @@ use govbroker_crds::{
     DataServiceClaim, DataServiceClass, DataServiceEngine, DataShare, DataShareSpec, ShareAccess,
     ShareConsumer, ShareOwner,
 };
-use govbroker_domain::isolation::namespace_name;
+use govbroker_domain::isolation::{namespace_name, virtual_subresource};
 use govbroker_ledger::Target;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -40,7 +40,7 @@ pub use convert::{claim_to_proto, class_to_proto, share_to_proto};
 
 /// The virtual subresource that lets a caller read the shares an agency owns or consumes
 /// (`get agencies/datashares <agency>`).
-pub const SHARES_SUBRESOURCE: &str = "datashares";
+pub const SHARES_SUBRESOURCE: &str = virtual_subresource::DATA_SHARES;
 /// The label the broker puts on a binding Secret: the claim's name.
 pub const CLAIM_LABEL: &str = "govbroker.io/data-service-claim";
 /// Longest environment name (the Agency CRD's rule).
