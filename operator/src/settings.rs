@@ -65,6 +65,19 @@ pub struct Settings {
     )]
     pub platform_admin_groups: Vec<String>,
 
+    /// Which registries each security level may pull workload images from: rules
+    /// separated by ';', each `<levels>=<registry or registry/path>,...`, e.g.
+    /// `3-5=registry.gov.vn,harbor.gov.vn/shared`. Levels no rule names may use any
+    /// registry; an empty setting allows every registry everywhere. Checked when a
+    /// Workload is admitted and again by the workload controller.
+    #[arg(
+        long,
+        env = "GOVBROKER_IMAGE_POLICY",
+        default_value = "3-5=registry.gov.vn",
+        value_parser = govbroker_domain::workload::ImagePolicy::parse
+    )]
+    pub image_policy: govbroker_domain::workload::ImagePolicy,
+
     /// Which logs to write, as a tracing filter such as `info` or
     /// `info,govbroker_operator=debug,kube=warn`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]

@@ -13,6 +13,7 @@
 pub mod agency;
 pub mod data_service_claim;
 pub mod quota_request;
+pub mod workload;
 mod shared_server;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub const CONTROLLERS: &[&str] = &[
     agency::CONTROLLER,
     quota_request::CONTROLLER,
     data_service_claim::CONTROLLER,
+    workload::CONTROLLER,
 ];
 
 /// Runs every controller and the admission webhook until `shutdown` is cancelled or one
@@ -56,6 +58,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         } => result,
         result = quota_request::run(ctx.clone(), shutdown.clone()) => result,
         result = data_service_claim::run(ctx.clone(), shutdown.clone()) => result,
+        result = workload::run(ctx.clone(), shutdown.clone()) => result,
         result = agency::run(ctx.clone(), agencies, shutdown.clone()) => result,
     }
 }

@@ -8,6 +8,7 @@
 mod agency;
 mod data_services;
 mod quota_request;
+mod workload;
 
 pub use data_services::{REVOKED_AT_ANNOTATION, REVOKED_BY_ANNOTATION};
 
@@ -54,6 +55,8 @@ pub struct WebhookState {
     pub recent: agency::Recent,
     /// The operator's own user name, which may apply approved quota changes.
     pub own_user: Arc<String>,
+    /// Which registries each security level may pull workload images from.
+    pub image_policy: Arc<govbroker_domain::workload::ImagePolicy>,
 }
 
 /// Serves the webhook until `shutdown`, after applying the webhook configurations.
@@ -79,6 +82,7 @@ pub async fn run(
         admin_groups: Arc::new(settings.platform_admin_groups.clone()),
         client: ctx.client.clone(),
         recent: agency::Recent::default(),
+        image_policy: Arc::new(settings.image_policy.clone()),
     };
     let app = Router::new()
         .route("/validate/agency", post(review::<Agency>(agency::validate)))
@@ -101,6 +105,10 @@ pub async fn run(
         .route(
             "/mutate/quotarequest",
             post(review::<govbroker_crds::QuotaRequest>(quota_request::admit)),
+        )
+        .route(
+            workload::PATH,
+            post(review::<govbroker_crds::Workload>(workload::validate)),
         )
         .with_state(state);
 
@@ -283,6 +291,10 @@ async fn apply_configurations(ctx: &Context, ca_bundle: &[u8]) -> Result<(), Err
             },
         ]),
     };
+    let mut validating = validating;
+    if let Some(webhooks) = validating.webhooks.as_mut() {
+        webhooks.push(workload::webhook(ctx, ca_bundle));
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     Api::<ValidatingWebhookConfiguration>::all(ctx.client.clone())
         .patch(CONFIGURATION_NAME, &params, &Patch::Apply(&validating))

@@ -1,0 +1,117 @@
+//! Admission of Workloads: only in an agency's namespace, a valid image reference and
+//! sane resources ([`govbroker_domain::workload::validate`]), and an image from a
+//! registry the agency's security level allows (the operator's `--image-policy`).
+
+use futures::future::BoxFuture;
+use govbroker_crds::Workload;
+use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL};
+use govbroker_domain::workload::{parse_image, validate as validate_spec};
+use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ValidatingWebhook};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Api;
+use kube::api::PartialObjectMeta;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+
+use super::{Refusal, WebhookState, refuse};
+use crate::Context;
+
+/// Path of the handler.
+pub const PATH: &str = "/validate/workload";
+
+/// The validating webhook entry for Workloads.
+pub fn webhook(ctx: &Context, ca_bundle: &[u8]) -> ValidatingWebhook {
+    ValidatingWebhook {
+        name: "workloads.govbroker.io".to_owned(),
+        admission_review_versions: vec!["v1".to_owned()],
+        client_config: super::client_config(ctx, ca_bundle, PATH),
+        failure_policy: Some("Fail".to_owned()),
+        side_effects: "None".to_owned(),
+        timeout_seconds: Some(10),
+        rules: Some(vec![RuleWithOperations {
+            api_groups: Some(vec![govbroker_crds::GROUP.to_owned()]),
+            api_versions: Some(vec![govbroker_crds::VERSION.to_owned()]),
+            resources: Some(vec!["workloads".to_owned()]),
+            operations: Some(vec!["CREATE".to_owned(), "UPDATE".to_owned()]),
+            scope: Some("Namespaced".to_owned()),
+        }]),
+        ..Default::default()
+    }
+}
+
+/// Admits or refuses a Workload create or update.
+pub fn validate(
+    request: AdmissionRequest<Workload>,
+    state: WebhookState,
+) -> BoxFuture<'static, AdmissionResponse> {
+    Box::pin(async move { validate_now(&request, &state).await })
+}
+
+async fn validate_now(
+    request: &AdmissionRequest<Workload>,
+    state: &WebhookState,
+) -> AdmissionResponse {
+    let response = AdmissionResponse::from(request);
+    let Some(workload) = &request.object else {
+        return response;
+    };
+    // Status and scale writes change no image or resources worth re-checking.
+    if request.sub_resource.is_some() {
+        return response;
+    }
+    let problems = validate_spec(&workload.spec);
+    if !problems.is_empty() {
+        return refuse(
+            response,
+            Refusal::Invalid,
+            format!("the workload is invalid: {}", problems.join("; ")),
+        );
+    }
+    let namespace = request.namespace.clone().unwrap_or_default();
+    let ns = match Api::<PartialObjectMeta<Namespace>>::all(state.client.clone())
+        .get_metadata_opt(&namespace)
+        .await
+    {
+        Ok(ns) => ns,
+        Err(e) => {
+            return refuse(
+                response,
+                Refusal::Unavailable,
+                format!("cannot read namespace \"{namespace}\" to find its security level: {e}"),
+            );
+        }
+    };
+    let labels = ns
+        .as_ref()
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    if !labels.contains_key(AGENCY_LABEL) {
+        return refuse(
+            response,
+            Refusal::Invalid,
+            format!(
+                "namespace \"{namespace}\" belongs to no agency: Workloads run in an agency's namespace (<agency>-<environment>, e.g. so-tttt-da-nang-prod)"
+            ),
+        );
+    }
+    // The image policy is checked when the image is chosen; a later policy change does
+    // not stop an owner from scaling down or pausing what already runs.
+    let image_changed = request.operation == Operation::Create
+        || request
+            .old_object
+            .as_ref()
+            .is_none_or(|old| old.spec.image != workload.spec.image);
+    if image_changed {
+        let level: u8 = labels
+            .get(SECURITY_LEVEL_LABEL)
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(5);
+        let image = match parse_image(&workload.spec.image) {
+            Ok(image) => image,
+            Err(e) => return refuse(response, Refusal::Invalid, e),
+        };
+        if let Err(why) = state.image_policy.check(level, &image) {
+            return refuse(response, Refusal::Forbidden, why);
+        }
+    }
+    response
+}

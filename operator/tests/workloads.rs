@@ -1,0 +1,480 @@
+//! Workloads against the real control plane with fake nodes: rendered into a Deployment,
+//! a Service and a PodDisruptionBudget that reach Available with Running pods, scaled
+//! within quota, refused with the exact remainder beyond it, hardened for a restricted
+//! level, given their data-service bindings, deleted with everything they made, and
+//! refused at admission when their image or resources are wrong.
+
+use std::collections::BTreeMap;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use govbroker_crds::{
+    Agency, AgencyLevel, AgencySpec, ClaimBinding, CpuMemory, Environment, InjectAs, Owners,
+    ResourceAmounts, Workload, WorkloadPhase, WorkloadPort, WorkloadSpec,
+};
+use govbroker_e2e::{DEFAULT_TIMEOUT, TestEnv, operator, scenario, unique_name, wait_for};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::wait::conditions;
+use kube::{Api, ResourceExt as _};
+
+fn start() {
+    operator(env!("CARGO_BIN_EXE_govbroker-operator"));
+}
+
+fn q(v: &str) -> Option<Quantity> {
+    Some(Quantity(v.to_owned()))
+}
+
+/// A Central agency of `security` level with one `prod` environment of the given quota;
+/// returns its prod namespace once the agency is Ready.
+async fn agency(t: &TestEnv, security: u8, cpu: &str, memory: &str, pods: &str) -> Result<String> {
+    let name = unique_name("bo-wl");
+    let quota = ResourceAmounts {
+        cpu: q(cpu),
+        memory: q(memory),
+        pods: q(pods),
+        services: q("3"),
+        ..Default::default()
+    };
+    let mut a = Agency::new(
+        &name,
+        AgencySpec {
+            display_name: format!("Bộ thử nghiệm {name}"),
+            level: AgencyLevel::Central,
+            parent: None,
+            security_level: security,
+            owners: Owners::default(),
+            viewers: Default::default(),
+            environments: vec![Environment {
+                name: "prod".to_owned(),
+                quota: quota.clone(),
+            }],
+            quota,
+        },
+    );
+    govbroker_e2e::label_for_test(&mut a, &t.namespace);
+    let api = Api::<Agency>::all(t.client.clone());
+    api.create(&PostParams::default(), &a)
+        .await
+        .context("creating the agency")?;
+    wait_for(
+        &api,
+        &name,
+        "the agency to be Ready",
+        DEFAULT_TIMEOUT,
+        |a: Option<&Agency>| {
+            a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        },
+    )
+    .await?;
+    Ok(format!("{name}-prod"))
+}
+
+fn workload(name: &str, image: &str, replicas: i32, cpu: &str) -> Workload {
+    Workload::new(
+        name,
+        WorkloadSpec {
+            image: image.to_owned(),
+            replicas,
+            command: Vec::new(),
+            args: Vec::new(),
+            resources: govbroker_crds::WorkloadResources {
+                requests: CpuMemory {
+                    cpu: q(cpu),
+                    memory: q("256Mi"),
+                },
+                limits: CpuMemory::default(),
+            },
+            ports: vec![WorkloadPort {
+                name: "http".into(),
+                port: 8080,
+                protocol: Default::default(),
+            }],
+            env: vec![govbroker_crds::WorkloadEnvVar {
+                name: "LOG_LEVEL".into(),
+                value: "info".into(),
+            }],
+            claims: Vec::new(),
+            health_path: None,
+            paused: false,
+        },
+    )
+}
+
+async fn phase(
+    api: &Api<Workload>,
+    name: &str,
+    want: WorkloadPhase,
+    replicas: i32,
+) -> Result<Workload> {
+    wait_for(
+        api,
+        name,
+        &format!("phase {want:?} with {replicas} replica(s)"),
+        DEFAULT_TIMEOUT,
+        move |w: Option<&Workload>| {
+            w.is_some_and(|w| {
+                let s = w.status.clone().unwrap_or_default();
+                s.phase == Some(want)
+                    && s.observed_generation == w.metadata.generation
+                    && (want != WorkloadPhase::Available || s.available_replicas == replicas)
+            })
+        },
+    )
+    .await?
+    .context("the workload vanished")
+}
+
+async fn running_pods(t: &TestEnv, namespace: &str, name: &str) -> Result<Vec<Pod>> {
+    let pods = Api::<Pod>::namespaced(t.client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("govbroker.io/workload={name}")))
+        .await?;
+    Ok(pods
+        .items
+        .into_iter()
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .collect())
+}
+
+async fn scale(api: &Api<Workload>, name: &str, replicas: i32) -> Result<()> {
+    api.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas}})),
+    )
+    .await
+    .with_context(|| format!("scaling to {replicas}"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_workload_runs_scales_within_quota_reports_the_remainder_and_is_deleted() {
+    start();
+    scenario("workload-life", |t: TestEnv| async move {
+        let ns = agency(&t, 2, "1", "4Gi", "10").await?;
+        let api = Api::<Workload>::namespaced(t.client.clone(), &ns);
+        api.create(
+            &PostParams::default(),
+            &workload(
+                "cong-dich-vu",
+                "registry.gov.vn/so-tttt/cong-dich-vu:1.0",
+                2,
+                "200m",
+            ),
+        )
+        .await?;
+        phase(&api, "cong-dich-vu", WorkloadPhase::Available, 2).await?;
+        ensure!(
+            running_pods(&t, &ns, "cong-dich-vu").await?.len() == 2,
+            "two Running pods"
+        );
+        let deployment = Api::<Deployment>::namespaced(t.client.clone(), &ns)
+            .get("cong-dich-vu")
+            .await?;
+        ensure!(
+            deployment
+                .owner_references()
+                .iter()
+                .any(|o| o.kind == "Workload" && o.controller == Some(true)),
+            "the Deployment is owned by the Workload"
+        );
+        Api::<Service>::namespaced(t.client.clone(), &ns)
+            .get("cong-dich-vu")
+            .await
+            .context("the Service")?;
+        Api::<PodDisruptionBudget>::namespaced(t.client.clone(), &ns)
+            .get("cong-dich-vu")
+            .await
+            .context("the PodDisruptionBudget")?;
+
+        // Within quota: 4 x 200m = 800m of 1.
+        scale(&api, "cong-dich-vu", 4).await?;
+        phase(&api, "cong-dich-vu", WorkloadPhase::Available, 4).await?;
+        ensure!(
+            running_pods(&t, &ns, "cong-dich-vu").await?.len() == 4,
+            "four Running pods"
+        );
+
+        // Beyond: 6 x 200m = 1200m, and exactly 1 (the whole quota) is left for it.
+        scale(&api, "cong-dich-vu", 6).await?;
+        let refused = phase(&api, "cong-dich-vu", WorkloadPhase::QuotaExceeded, 6).await?;
+        let status = refused.status.clone().unwrap_or_default();
+        let message = status.message.clone().unwrap_or_default();
+        ensure!(
+            message.contains("cpu 1200m needed, 1 left")
+                && message.contains("At most 5 replica(s) fit"),
+            "message: {message}"
+        );
+        ensure!(
+            status.quota_remaining.get("cpu") == Some(&Quantity("1".into())),
+            "remaining {:?}",
+            status.quota_remaining
+        );
+        ensure!(
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "QuotaExceeded" && c.status == "True"),
+            "conditions {:?}",
+            status.conditions
+        );
+        let deployment = Api::<Deployment>::namespaced(t.client.clone(), &ns)
+            .get("cong-dich-vu")
+            .await?;
+        ensure!(
+            deployment.spec.and_then(|s| s.replicas) == Some(4),
+            "the Deployment was left at 4 replicas"
+        );
+
+        // Exactly the remainder fits.
+        scale(&api, "cong-dich-vu", 5).await?;
+        phase(&api, "cong-dich-vu", WorkloadPhase::Available, 5).await?;
+
+        // Pause stops every pod; resume brings them back.
+        api.patch(
+            "cong-dich-vu",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"paused": true}})),
+        )
+        .await?;
+        phase(&api, "cong-dich-vu", WorkloadPhase::Paused, 0).await?;
+
+        // Deleting the workload deletes everything it made.
+        let uid = api.get("cong-dich-vu").await?.uid().context("uid")?;
+        api.delete("cong-dich-vu", &DeleteParams::foreground())
+            .await?;
+        wait_for(
+            &api,
+            "cong-dich-vu",
+            "the workload to go",
+            DEFAULT_TIMEOUT,
+            conditions::is_deleted(&uid),
+        )
+        .await?;
+        govbroker_e2e::eventually(
+            "the Deployment, Service, PDB and pods to go",
+            DEFAULT_TIMEOUT,
+            || async {
+                let d = Api::<Deployment>::namespaced(t.client.clone(), &ns)
+                    .get_opt("cong-dich-vu")
+                    .await?;
+                let s = Api::<Service>::namespaced(t.client.clone(), &ns)
+                    .get_opt("cong-dich-vu")
+                    .await?;
+                let b = Api::<PodDisruptionBudget>::namespaced(t.client.clone(), &ns)
+                    .get_opt("cong-dich-vu")
+                    .await?;
+                let pods = Api::<Pod>::namespaced(t.client.clone(), &ns)
+                    .list(&ListParams::default().labels("govbroker.io/workload=cong-dich-vu"))
+                    .await?;
+                Ok(
+                    (d.is_none() && s.is_none() && b.is_none() && pods.items.is_empty())
+                        .then_some(()),
+                )
+            },
+        )
+        .await
+    })
+    .await;
+}
+
+fn binding_secret(name: &str) -> Secret {
+    let data = [
+        ("host", "127.0.0.1"),
+        ("port", "15432"),
+        ("username", "u"),
+        ("password", "p"),
+        ("database", "d"),
+        ("uri", "postgresql://u:p@127.0.0.1:15432/d"),
+    ];
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_restricted_level_workload_passes_pod_security_and_gets_its_bindings() {
+    start();
+    scenario("workload-restricted", |t: TestEnv| async move {
+        let ns = agency(&t, 4, "2", "4Gi", "10").await?;
+        let api = Api::<Workload>::namespaced(t.client.clone(), &ns);
+        let mut w = workload("ho-so", "registry.gov.vn/so-tttt/ho-so:2", 1, "100m");
+        w.spec.claims = vec![
+            ClaimBinding {
+                name: "ho-so-db".into(),
+                inject_as: InjectAs::Env,
+                prefix: None,
+            },
+            ClaimBinding {
+                name: "cache".into(),
+                inject_as: InjectAs::File,
+                prefix: Some("CACHE_".into()),
+            },
+        ];
+        api.create(&PostParams::default(), &w).await?;
+        // Without the binding Secrets nothing is applied yet.
+        let pending = phase(&api, "ho-so", WorkloadPhase::Pending, 1).await?;
+        let message = pending.status.and_then(|s| s.message).unwrap_or_default();
+        ensure!(message.contains("ho-so-db-binding"), "message: {message}");
+        ensure!(
+            Api::<Deployment>::namespaced(t.client.clone(), &ns)
+                .get_opt("ho-so")
+                .await?
+                .is_none(),
+            "no Deployment before the bindings exist"
+        );
+
+        // The broker writes the bindings (here by hand, with the broker's keys).
+        let secrets = Api::<Secret>::namespaced(t.client.clone(), &ns);
+        secrets
+            .create(&PostParams::default(), &binding_secret("ho-so-db-binding"))
+            .await?;
+        secrets
+            .create(&PostParams::default(), &binding_secret("cache-binding"))
+            .await?;
+        phase(&api, "ho-so", WorkloadPhase::Available, 1).await?;
+
+        // The pod was admitted under "restricted" with no security setting in the spec.
+        let pods = running_pods(&t, &ns, "ho-so").await?;
+        let pod = pods.first().context("a Running pod")?;
+        let container = &pod.spec.as_ref().context("pod spec")?.containers[0];
+        let sc = container.security_context.clone().unwrap_or_default();
+        ensure!(
+            sc.run_as_non_root == Some(true) && sc.allow_privilege_escalation == Some(false),
+            "security context {sc:?}"
+        );
+        ensure!(
+            sc.seccomp_profile.map(|p| p.type_).as_deref() == Some("RuntimeDefault"),
+            "seccomp"
+        );
+        let env_from = container.env_from.clone().unwrap_or_default();
+        ensure!(
+            env_from
+                .iter()
+                .any(|e| e.prefix.as_deref() == Some("HO_SO_DB_")
+                    && e.secret_ref
+                        .as_ref()
+                        .is_some_and(|s| s.name == "ho-so-db-binding")),
+            "envFrom {env_from:?}"
+        );
+        let mounts = container.volume_mounts.clone().unwrap_or_default();
+        ensure!(
+            mounts
+                .iter()
+                .any(|m| m.mount_path == "/var/run/govbroker/data-services/cache"
+                    && m.read_only == Some(true)),
+            "mounts {mounts:?}"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+fn refused(result: Result<Workload, kube::Error>, fragment: &str) -> Result<()> {
+    match result {
+        Err(kube::Error::Api(s)) => {
+            ensure!(
+                s.message.contains(fragment),
+                "refused, but the message lacks {fragment:?}:\n{}",
+                s.message
+            );
+            Ok(())
+        }
+        other => bail!("expected a refusal containing {fragment:?}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn bad_images_absurd_requests_and_foreign_registries_are_refused_with_nothing_created() {
+    start();
+    scenario("workload-refused", |t: TestEnv| async move {
+        let ns = agency(&t, 3, "2", "4Gi", "10").await?;
+        let api = Api::<Workload>::namespaced(t.client.clone(), &ns);
+        let pp = PostParams::default();
+        refused(
+            api.create(
+                &pp,
+                &workload("bad-ref", "Registry.gov.vn/App::1", 1, "100m"),
+            )
+            .await,
+            "is not a valid image reference",
+        )?;
+        refused(
+            api.create(&pp, &workload("absurd", "registry.gov.vn/app:1", 1, "1000"))
+                .await,
+            "more than any node offers",
+        )?;
+        refused(
+            api.create(&pp, &workload("hub", "nginx:1.27", 1, "100m"))
+                .await,
+            "at security level 3 images must come from registry.gov.vn",
+        )?;
+        // The CRD's own rules: replicas are bounded.
+        refused(
+            api.create(
+                &pp,
+                &workload("many", "registry.gov.vn/app:1", 1000, "100m"),
+            )
+            .await,
+            "spec.replicas",
+        )?;
+        // Only agencies' namespaces run workloads.
+        let foreign = Api::<Workload>::namespaced(t.client.clone(), &t.namespace);
+        refused(
+            foreign
+                .create(&pp, &workload("lost", "registry.gov.vn/app:1", 1, "100m"))
+                .await,
+            "belongs to no agency",
+        )?;
+        // An update to a bad image is refused too.
+        api.create(&pp, &workload("ok", "registry.gov.vn/app:1", 1, "100m"))
+            .await?;
+        let patch = serde_json::json!({"spec": {"image": "docker.io/library/nginx:1"}});
+        refused(
+            api.patch("ok", &PatchParams::default(), &Patch::Merge(patch))
+                .await,
+            "images must come from",
+        )?;
+        api.delete("ok", &DeleteParams::default()).await?;
+
+        let left: Vec<String> = api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|w| w.name_any())
+            .collect();
+        ensure!(left.iter().all(|n| n == "ok"), "workloads left: {left:?}");
+        let deployments = Api::<Deployment>::namespaced(t.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await?;
+        ensure!(
+            deployments.items.iter().all(|d| d.name_any() == "ok"),
+            "deployments: {:?}",
+            deployments
+                .items
+                .iter()
+                .map(|d| d.name_any())
+                .collect::<Vec<_>>()
+        );
+        Ok(())
+    })
+    .await;
+}
