@@ -16,6 +16,7 @@ const PROTOS: &[&str] = &[
     "proto/govbroker/v1/quota_requests.proto",
     "proto/govbroker/v1/audit.proto",
     "proto/govbroker/v1/data_services.proto",
+    "proto/govbroker/v1/workloads.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,6 +1,7 @@
 //! The gRPC face: each method hands its request to [`Api::handle`].
 
 mod data_services;
+mod workloads;
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use crate::proto;
 use crate::proto::agencies_server::{Agencies, AgenciesServer};
 use crate::proto::audit_server::{Audit, AuditServer};
 use crate::proto::data_services_server::DataServicesServer;
+use crate::proto::workloads_server::WorkloadsServer;
 use crate::proto::quota_requests_server::{QuotaRequests, QuotaRequestsServer};
 use crate::service::Api;
 use crate::service::operations::{Approve, Operation, Reject};
@@ -42,6 +44,7 @@ impl Grpc {
         tonic::service::Routes::new(AgenciesServer::new(self.clone()))
             .add_service(QuotaRequestsServer::new(self.clone()))
             .add_service(DataServicesServer::new(self.clone()))
+            .add_service(WorkloadsServer::new(self.clone()))
             .add_service(AuditServer::new(self))
     }
 }

@@ -2,6 +2,7 @@
 //! by an OpenAPI document at [`OPENAPI_PATH`] built from the same protos.
 
 mod data_services;
+mod workloads;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -269,6 +270,81 @@ pub const ROUTES: &[Route] = &[
         None,
         "DataShare",
     ),
+    route(
+        "get",
+        "/v1/workloads/{agency}/{environment}",
+        "ListWorkloads",
+        "The workloads of an agency's environment, by name, paged.",
+        Some("ListWorkloadsRequest"),
+        None,
+        "ListWorkloadsResponse",
+    ),
+    route(
+        "post",
+        "/v1/workloads",
+        "CreateWorkload",
+        "Creates a workload in an agency's environment.",
+        None,
+        Some("Workload"),
+        "Workload",
+    ),
+    route(
+        "get",
+        "/v1/workloads/{agency}/{environment}/{name}",
+        "GetWorkload",
+        "One workload and its status.",
+        Some("GetWorkloadRequest"),
+        None,
+        "Workload",
+    ),
+    route(
+        "delete",
+        "/v1/workloads/{agency}/{environment}/{name}",
+        "DeleteWorkload",
+        "Deletes a workload with everything it made.",
+        Some("DeleteWorkloadRequest"),
+        None,
+        "DeleteWorkloadResponse",
+    ),
+    route(
+        "post",
+        "/v1/workloads/{agency}/{environment}/{name}/scale",
+        "ScaleWorkload",
+        "Sets the replicas (query parameter replicas) within the quota.",
+        Some("ScaleWorkloadRequest"),
+        None,
+        "Workload",
+    ),
+    route(
+        "post",
+        "/v1/workloads/{agency}/{environment}/{name}/pause",
+        "PauseWorkload",
+        "Stops every replica, keeping the workload.",
+        Some("PauseWorkloadRequest"),
+        None,
+        "Workload",
+    ),
+    route(
+        "post",
+        "/v1/workloads/{agency}/{environment}/{name}/resume",
+        "ResumeWorkload",
+        "Starts the replicas of a paused workload again.",
+        Some("ResumeWorkloadRequest"),
+        None,
+        "Workload",
+    ),
+    Route {
+        streaming: true,
+        ..route(
+            "get",
+            "/v1/workloads/{agency}/{environment}/{name}/watch",
+            "WatchWorkload",
+            "The workload now, then each change, one JSON object per line.",
+            Some("WatchWorkloadRequest"),
+            None,
+            "WorkloadEvent",
+        )
+    },
 ];
 
 fn schemas() -> &'static Map<String, Value> {
@@ -379,6 +455,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/quotarequests/{name}/reject", post(reject))
         .route("/v1/audit", get(list_audit))
         .merge(data_services::router())
+        .merge(workloads::router())
         .with_state(api)
 }
 

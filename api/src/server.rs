@@ -75,6 +75,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     );
 
     let data_services = crate::service::data_services::DataServiceStores::watch(&client, &shutdown);
+    let workloads = crate::service::workloads::watch(&client, &shutdown);
 
     let registry = Registry::new();
     let (calls, audit_failures) =
@@ -84,6 +85,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         agencies: agencies.clone(),
         quota_requests: quota_requests.clone(),
         data_services,
+        workloads: workloads.clone(),
         audit,
         calls,
         audit_failures,
@@ -95,12 +97,13 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         let api = api.clone();
         tokio::spawn(async move {
             // One waiter per store: kube's store wakes a single waiter.
-            let (a, q, d) = tokio::join!(
+            let (a, q, d, w) = tokio::join!(
                 agencies.wait_until_ready(),
                 quota_requests.wait_until_ready(),
-                api.data_services.wait_until_ready()
+                api.data_services.wait_until_ready(),
+                workloads.wait_until_ready()
             );
-            if a.is_ok() && q.is_ok() && d {
+            if a.is_ok() && q.is_ok() && d && w.is_ok() {
                 info!("caches filled; ready");
                 ready.store(true, Ordering::SeqCst);
             }

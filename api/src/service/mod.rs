@@ -10,6 +10,7 @@ pub mod audit;
 pub mod data_services;
 pub mod operations;
 pub mod quota_requests;
+pub mod workloads;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct Api {
     pub quota_requests: Store<QuotaRequest>,
     /// Every DataServiceClass, DataServiceClaim and DataShare, kept current by watches.
     pub data_services: data_services::DataServiceStores,
+    /// Every Workload, in every namespace, kept current by a watch.
+    pub workloads: kube::runtime::reflector::Store<govbroker_crds::Workload>,
     /// The audit trail.
     pub audit: AuditLog,
     /// Calls by method and outcome.
