@@ -225,6 +225,8 @@ pub fn agency_from_proto(message: &proto::Agency) -> Result<Agency, ApiError> {
     };
     validate::amounts("agency.quota", message.quota.as_ref(), false)?;
     let spec = AgencySpec {
+        budget: None,
+        price_list: None,
         display_name: display_name("agency.display_name", &message.display_name)?,
         level,
         parent,

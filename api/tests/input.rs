@@ -63,6 +63,8 @@ async fn bad_input_on_every_method_is_refused_and_changes_nothing() {
         let mut root = Agency::new(
             &parent,
             AgencySpec {
+                budget: None,
+                price_list: None,
                 display_name: "Bộ kiểm thử".to_owned(),
                 level: AgencyLevel::Province,
                 parent: None,

@@ -34,6 +34,8 @@ use crate::quota::ResourceAmounts;
     printcolumn = r#"{"name":"CPU","type":"string","description":"CPU requested in the agency's namespaces / its quota","jsonPath":".status.cpu"}"#,
     printcolumn = r#"{"name":"Memory","type":"string","description":"Memory requested in the agency's namespaces / its quota","jsonPath":".status.memory"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Cost","type":"string","description":"Month-to-date cost of the agency's own namespaces (Asia/Ho_Chi_Minh month)","jsonPath":".status.cost.monthToDate","priority":1}"#,
+    printcolumn = r#"{"name":"Budget","type":"integer","description":"Month-to-date cost as a percentage of the monthly budget","jsonPath":".status.cost.budgetUsedPercent","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
     validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 42").message("an agency name is a lowercase ASCII slug (a-z, 0-9 and '-') of at most 42 characters, such as so-tttt-da-nang; put the Vietnamese name in spec.displayName"),
     validation = Rule::new("self.spec.environments.all(e, size(self.metadata.name) + size(e.name) <= 62)").message("each environment becomes the namespace <agency>-<environment>, which must fit in 63 characters: shorten the agency or the environment name"),
@@ -86,6 +88,49 @@ pub struct AgencySpec {
     /// its child agencies must fit within it.
     #[serde(default)]
     pub quota: ResourceAmounts,
+
+    /// The agency's monthly budget for the platform, in VND, and the percentages at
+    /// which to warn. Without it no budget is tracked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+
+    /// Name of the PriceList the agency's usage is rated with. Without it, the
+    /// platform's default price list (named `default`) is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub price_list: Option<String>,
+}
+
+/// A monthly budget in VND with alert thresholds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.alertThresholds.all(t, self.alertThresholds.exists_one(u, u == t))").message("budget.alertThresholds must not repeat a percentage"),
+)]
+pub struct Budget {
+    /// The budget per calendar month (Asia/Ho_Chi_Minh) in whole đồng, e.g. 50000000
+    /// for 50.000.000 ₫.
+    #[schemars(range(min = 0, max = 1_000_000_000_000_000i64))]
+    pub monthly_vnd: i64,
+
+    /// Percentages of the monthly budget (1-1000) at which the operator emits an Event
+    /// and sets the `BudgetThreshold` condition, once per threshold and month. Default
+    /// 50, 80 and 100.
+    #[serde(default = "default_alert_thresholds")]
+    #[schemars(length(max = 10), inner(range(min = 1, max = 1000)))]
+    pub alert_thresholds: Vec<u32>,
+
+    /// When true, new Workloads are refused at admission once the month-to-date cost
+    /// has reached the monthly budget. Default false (warn only).
+    #[serde(default)]
+    pub enforce: bool,
+}
+
+fn default_alert_thresholds() -> Vec<u32> {
+    vec![50, 80, 100]
 }
 
 /// Administrative level of an agency. Levels nest Central > Province > District > Commune.
@@ -185,6 +230,9 @@ pub struct AgencyStatus {
     /// Number of child agencies.
     #[serde(default)]
     pub children: u32,
+    /// What the agency's usage costs this month, from the metering ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<AgencyCostStatus>,
     /// Ready, QuotaExceeded and ParentMissing, with reasons a person can act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -206,4 +254,25 @@ pub struct AgencyQuotaStatus {
     /// Granted to child agencies (the sum of their `spec.quota`).
     #[serde(default, skip_serializing_if = "ResourceAmounts::is_empty")]
     pub granted_to_children: ResourceAmounts,
+}
+
+/// What an agency's usage costs this month (its own namespaces; subtree totals are in
+/// the bill).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgencyCostStatus {
+    /// The month, `YYYY-MM` (Asia/Ho_Chi_Minh).
+    pub month: String,
+    /// Month-to-date cost in whole đồng.
+    pub month_to_date_vnd: i64,
+    /// Month-to-date cost as written for people, e.g. `1.234.567 ₫`.
+    pub month_to_date: String,
+    /// Forecast to the month's end at the pace so far, in whole đồng.
+    pub forecast_vnd: i64,
+    /// Month-to-date cost as a percentage of `spec.budget.monthlyVnd` (rounded down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_used_percent: Option<u32>,
+    /// The budget's alert thresholds reached this month.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub thresholds_reached: Vec<u32>,
 }

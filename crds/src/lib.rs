@@ -22,6 +22,7 @@ pub mod agency;
 pub mod data_service_claim;
 pub mod data_service_class;
 pub mod data_share;
+pub mod price_list;
 pub mod quota;
 pub mod quota_request;
 mod render;
@@ -31,6 +32,7 @@ pub use agency::{
     Agency, AgencyLevel, AgencyQuotaStatus, AgencySpec, AgencyStatus, Environment, Owners,
     ServiceAccountRef,
 };
+pub use agency::{AgencyCostStatus, Budget};
 pub use data_service_claim::{
     ClaimPhase, DataServiceClaim, DataServiceClaimSpec, DataServiceClaimStatus, DeletionPolicy,
 };
@@ -41,6 +43,9 @@ pub use data_service_class::{
 pub use data_share::{
     DataShare, DataSharePhase, DataShareSpec, DataShareStatus, ShareAccess, ShareApproval,
     ShareConsumer, ShareOwner,
+};
+pub use price_list::{
+    PlanPrice, PriceList, PriceListRevision, PriceListSpec, PriceListStatus, PriceRates,
 };
 pub use quota::{QuotaResource, ResourceAmounts};
 pub use quota_request::{
@@ -76,6 +81,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         DataServiceClass::crd(),
         DataServiceClaim::crd(),
         DataShare::crd(),
+        PriceList::crd(),
         Workload::crd(),
     ]
     .into_iter()

@@ -639,6 +639,8 @@ mod tests {
 
     fn spec(level: AgencyLevel, parent: Option<&str>, security_level: u8) -> AgencySpec {
         AgencySpec {
+            budget: None,
+            price_list: None,
             display_name: "Cơ quan thử nghiệm".to_owned(),
             level,
             parent: parent.map(str::to_owned),

@@ -152,6 +152,8 @@ fn agency(
     Agency::new(
         name,
         AgencySpec {
+            budget: None,
+            price_list: None,
             display_name: display.to_owned(),
             level,
             parent: parent.map(str::to_owned),

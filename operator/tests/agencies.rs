@@ -49,6 +49,8 @@ fn agency(
     Agency::new(
         name,
         AgencySpec {
+            budget: None,
+            price_list: None,
             display_name: format!("Cơ quan {name}"),
             level,
             parent: parent.map(str::to_owned),

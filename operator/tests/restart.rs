@@ -39,6 +39,8 @@ fn agency(
     Agency::new(
         name,
         AgencySpec {
+            budget: None,
+            price_list: None,
             display_name: format!("Ủy ban nhân dân {name}"),
             level,
             parent: parent.map(str::to_owned),

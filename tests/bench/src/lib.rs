@@ -268,6 +268,8 @@ pub fn agency_tree(n: usize, run: &str, prefix: &str, label: &str) -> Vec<Vec<Ag
         let mut agency = Agency::new(
             &node.name,
             AgencySpec {
+                budget: None,
+                price_list: None,
                 display_name: node.display_name.clone(),
                 level: node.level,
                 parent: node.parent.map(|p| nodes[p].name.clone()),
