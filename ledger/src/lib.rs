@@ -1,7 +1,7 @@
 //! govbroker's ledger: its own etcd, separate from the cluster's.
 //!
-//! Today it holds the audit trail of the provisioning API (see `docs/audit.md`); metering
-//! usage joins it later.
+//! It holds the audit trail of the provisioning API (see `docs/audit.md`) and metering
+//! usage per agency and billing day ([`usage`], see `docs/billing.md`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), govbroker_ledger::LedgerError> {
@@ -26,6 +26,7 @@
 //! ```
 
 pub mod audit;
+pub mod usage;
 
 pub use audit::chain::{
     Actor, AuditEntry, AuditRecord, ChainBreak, ChainHead, ChainSummary, ChainVerifier,
