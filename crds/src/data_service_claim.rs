@@ -100,6 +100,16 @@ pub struct DataServiceClaimStatus {
     /// `deletionPolicy` is Retain; `message` says where it stays.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retained: bool,
+    /// The value of the claim's `govbroker.io/rotate-password` annotation that the broker
+    /// last acted on. Setting the annotation to a new value (e.g. the date) rotates the
+    /// password: the role gets a new one and the binding Secret follows at once; open
+    /// connections stay open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_rotation: Option<String>,
+    /// Size of the PostgreSQL database in bytes, sampled by the broker (at most every
+    /// 10 minutes) for metering as storage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_bytes: Option<i64>,
     /// What happened, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
@@ -109,6 +119,9 @@ pub struct DataServiceClaimStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+/// Annotation on a DataServiceClaim: a new value rotates the instance's password.
+pub const ROTATE_PASSWORD_ANNOTATION: &str = "govbroker.io/rotate-password";
 
 /// Phase of a claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]

@@ -70,7 +70,7 @@ pub struct DataShareSpec {
 
     /// Who approved and when. Stamped by the platform's admission webhook from the
     /// authenticated request that set `approved: true`; a value a client sends is
-    /// replaced. (Until the webhook lands, nothing stamps it.)
+    /// replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ShareApproval>,
 
@@ -123,7 +123,7 @@ pub enum ShareAccess {
 }
 
 /// Who approved a share and when, recorded by the platform.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShareApproval {
     /// The authenticated user who set `approved: true`, e.g.
@@ -157,6 +157,14 @@ pub struct DataShareStatus {
     /// When the share was revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<Time>,
+    /// The DataServiceClass of the shared claim while the consumer holds a login on its
+    /// server, so that the login can be removed even after the claim is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_name: Option<String>,
+    /// The binding Secret, of that name in each of the consumer agency's namespaces,
+    /// holding the read-only credentials while the share is granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding_secret: Option<String>,
     /// What happened, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

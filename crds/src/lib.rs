@@ -35,6 +35,7 @@ pub use agency::{
 pub use agency::{AgencyCostStatus, Budget};
 pub use data_service_claim::{
     ClaimPhase, DataServiceClaim, DataServiceClaimSpec, DataServiceClaimStatus, DeletionPolicy,
+    ROTATE_PASSWORD_ANNOTATION,
 };
 pub use data_service_class::{
     ALL_SECURITY_LEVELS, DataServiceClass, DataServiceClassSpec, DataServiceClassStatus,

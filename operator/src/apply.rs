@@ -66,17 +66,29 @@ impl Applier<'_> {
         if current.as_deref() == Some(hash.as_str()) {
             return Ok(false);
         }
+        self.apply_now(&desired).await?;
+        Ok(true)
+    }
+
+    /// Applies `desired` now, without a cache to compare with (for the few objects a
+    /// controller reads before writing anyway).
+    pub async fn apply_now<K>(&self, desired: &K) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+    {
+        let name = desired.name_any();
+        let namespace = desired.namespace();
         // Built by hand so one function serves namespaced and cluster-scoped kinds.
         let request = kube::core::Request::new(K::url_path(&(), namespace.as_deref()))
             .patch(
                 &name,
                 &PatchParams::apply(self.field_manager).force(),
-                &Patch::Apply(&desired),
+                &Patch::Apply(desired),
             )
             .map_err(|e| Error::Kube(kube::Error::BuildRequest(e)))?;
         self.count::<K>();
         self.ctx.client.request::<K>(request).await?;
-        Ok(true)
+        Ok(())
     }
 
     /// Deletes an object; "already gone" is success.

@@ -4,15 +4,19 @@
 //! the data as the claim says.
 
 use anyhow::{Context as _, Result, bail, ensure};
-use govbroker_crds::{ClaimPhase, DataServiceClaim, DataServiceClass};
+use govbroker_crds::{
+    ClaimPhase, DataServiceClaim, DataServiceClass, DataShare, DataSharePhase,
+    ROTATE_PASSWORD_ANNOTATION,
+};
 use govbroker_domain::data_services::{drop_instance, instance_names};
-use govbroker_e2e::data_services::{ServerAdmin, redis_connection_info};
+use govbroker_e2e::data_services::{ServerAdmin, agency_for_claims, redis_connection_info};
 use govbroker_e2e::{
-    DEFAULT_TIMEOUT, TEST_LABEL, TestEnv, operator, scenario, unique_name, wait_for,
+    DEFAULT_TIMEOUT, TEST_LABEL, TestEnv, eventually, operator, scenario, unique_name, wait_for,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
@@ -94,6 +98,7 @@ async fn delete_class(t: &TestEnv, name: &str) {
 
 async fn create_claim(
     t: &TestEnv,
+    ns: &str,
     name: &str,
     class: &str,
     plan: &str,
@@ -109,16 +114,20 @@ async fn create_claim(
         "metadata": {"name": name},
         "spec": spec,
     }))?;
-    t.api::<DataServiceClaim>()
+    claims(t, ns)
         .create(&PostParams::default(), &claim)
         .await
         .with_context(|| format!("creating claim {name}"))?;
     Ok(())
 }
 
-async fn phase(t: &TestEnv, name: &str, want: ClaimPhase) -> Result<DataServiceClaim> {
+fn claims(t: &TestEnv, ns: &str) -> Api<DataServiceClaim> {
+    Api::namespaced(t.client.clone(), ns)
+}
+
+async fn phase(t: &TestEnv, ns: &str, name: &str, want: ClaimPhase) -> Result<DataServiceClaim> {
     wait_for(
-        &t.api::<DataServiceClaim>(),
+        &claims(t, ns),
         name,
         &format!("the claim to be {want:?}"),
         DEFAULT_TIMEOUT,
@@ -131,8 +140,8 @@ async fn phase(t: &TestEnv, name: &str, want: ClaimPhase) -> Result<DataServiceC
     .context("claim vanished")
 }
 
-async fn delete_claim(t: &TestEnv, name: &str) -> Result<()> {
-    let api = t.api::<DataServiceClaim>();
+async fn delete_claim(t: &TestEnv, ns: &str, name: &str) -> Result<()> {
+    let api = claims(t, ns);
     let uid = api.get(name).await?.uid().context("no uid")?;
     api.delete(name, &DeleteParams::background()).await?;
     wait_for(
@@ -160,7 +169,10 @@ async fn binding(
         name == format!("{}-binding", claim.name_any()),
         "binding Secret {name}"
     );
-    let secret = t.api::<Secret>().get(&name).await?;
+    let ns = claim.namespace().context("no namespace")?;
+    let secret = Api::<Secret>::namespaced(t.client.clone(), &ns)
+        .get(&name)
+        .await?;
     ensure!(
         secret
             .owner_references()
@@ -203,21 +215,24 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
         let admin = t.cluster.postgres_admin()?;
         admin_secret(&t, "pg-admin", &admin).await?;
         let class = create_class(&t, "postgres", 15432, "pg-admin", json!({"maxConnections": 5})).await?;
+        let (_, ns) = agency_for_claims(&t, "ds-pg", 2, "chu@test.gov.vn", &[(&class, 3)]).await?;
         let pg = connect(&admin.postgres_config("postgres")).await?;
-        let claims = ["ho-so", "khac", "tam"];
+        let made = ["ho-so", "khac", "tam"];
         let outcome = async {
-            create_claim(&t, "ho-so", &class, "nho", None).await?;
-            create_claim(&t, "khac", &class, "nho", None).await?;
-            create_claim(&t, "tam", &class, "nho", Some("Delete")).await?;
-            create_claim(&t, "lac-lop", "khong-co-lop", "nho", None).await?;
-            create_claim(&t, "lac-goi", &class, "khong-co", None).await?;
+            create_claim(&t, &ns, "ho-so", &class, "nho", None).await?;
+            create_claim(&t, &ns, "khac", &class, "nho", None).await?;
+            create_claim(&t, &ns, "tam", &class, "nho", Some("Delete")).await?;
+            // Unknown class and plan, and a fourth instance, are refused at admission.
+            refused(create_claim(&t, &ns, "lac-lop", "khong-co-lop", "nho", None).await, "no DataServiceClass \"khong-co-lop\"")?;
+            refused(create_claim(&t, &ns, "lac-goi", &class, "khong-co", None).await, "no plan \"khong-co\"")?;
+            refused(create_claim(&t, &ns, "thu-tu", &class, "nho", None).await, "already holds 3 of the 3")?;
 
-            let ready = phase(&t, "ho-so", ClaimPhase::Ready).await?;
+            let ready = phase(&t, &ns, "ho-so", ClaimPhase::Ready).await?;
             let status = ready.status.clone().context("no status")?;
             ensure!(status.endpoint.as_deref() == Some("127.0.0.1:15432"), "endpoint {:?}", status.endpoint);
             ensure!(status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"), "conditions {:?}", status.conditions);
             let b = binding(&t, &ready).await?;
-            let names = instance_names(&t.namespace, "ho-so");
+            let names = instance_names(&ns, "ho-so");
             ensure!(b["database"] == names.database && b["username"] == names.role, "binding {:?}", b.keys());
             ensure!(b["uri"].starts_with(&format!("postgresql://{}:", names.role)) && b["uri"].ends_with(&format!("@127.0.0.1:15432/{}", names.database)), "uri shape");
             ensure!(!serde_json::to_string(&status)?.contains(&b["password"]), "the password is in the status");
@@ -227,7 +242,7 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
             ensure!(limit == 5, "connection limit {limit}, want 5");
 
             // The password is not rotated by a later reconcile.
-            let other = phase(&t, "khac", ClaimPhase::Ready).await?;
+            let other = phase(&t, &ns, "khac", ClaimPhase::Ready).await?;
             let ob = binding(&t, &other).await?;
             match connect(&as_binding(&ob, &b["database"])?).await {
                 Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {}
@@ -235,17 +250,29 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
             }
             ensure!(binding(&t, &ready).await?["password"] == b["password"], "the password changed");
 
-            // Unknown class and plan fail clearly.
-            let lost = phase(&t, "lac-lop", ClaimPhase::Failed).await?;
-            let message = lost.status.and_then(|s| s.message).unwrap_or_default();
-            ensure!(message.contains("khong-co-lop"), "message {message:?}");
-            let lost = phase(&t, "lac-goi", ClaimPhase::Failed).await?;
-            let message = lost.status.and_then(|s| s.message).unwrap_or_default();
-            ensure!(message.contains("no plan \"khong-co\""), "message {message:?}");
+            // Rotation: a new annotation value gives a new password; open sessions stay.
+            let day = "2026-11-25";
+            claims(&t, &ns)
+                .patch("ho-so", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {ROTATE_PASSWORD_ANNOTATION: day}}})))
+                .await?;
+            let rotated = wait_for(&claims(&t, &ns), "ho-so", "the password to be rotated", DEFAULT_TIMEOUT, move |c: Option<&DataServiceClaim>| {
+                c.and_then(|c| c.status.as_ref()).is_some_and(|s| s.password_rotation.as_deref() == Some(day))
+            })
+            .await?
+            .context("claim vanished")?;
+            let rotated = binding(&t, &rotated).await?;
+            ensure!(rotated["password"] != b["password"], "the password did not change");
+            connect(&as_binding(&rotated, &rotated["database"])?).await.context("the new password logs in")?;
+            match connect(&as_binding(&b, &b["database"])?).await {
+                Err(e) if e.code() == Some(&SqlState::INVALID_PASSWORD) => {}
+                other => bail!("the old password still logs in: {:?}", other.err()),
+            }
+            owner.batch_execute("SELECT 1").await.context("an open session ended on rotation")?;
+            let b = rotated;
 
             // Retain: the claim goes, the login goes, the data stays.
             drop(owner);
-            delete_claim(&t, "ho-so").await?;
+            delete_claim(&t, &ns, "ho-so").await?;
             match connect(&as_binding(&b, &b["database"])?).await {
                 Err(e) if e.code() == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION) => {}
                 other => bail!("a retained role could still log in: {:?}", other.err()),
@@ -254,9 +281,9 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
             ensure!(kept == 1, "the retained database is gone");
 
             // Delete: database and role are gone.
-            let tam = instance_names(&t.namespace, "tam");
-            phase(&t, "tam", ClaimPhase::Ready).await?;
-            delete_claim(&t, "tam").await?;
+            let tam = instance_names(&ns, "tam");
+            phase(&t, &ns, "tam", ClaimPhase::Ready).await?;
+            delete_claim(&t, &ns, "tam").await?;
             let left: i64 = pg
                 .query_one("SELECT (SELECT count(*) FROM pg_database WHERE datname = $1) + (SELECT count(*) FROM pg_roles WHERE rolname = $1)", &[&tam.role])
                 .await?
@@ -266,8 +293,8 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
         }
         .await;
         delete_class(&t, &class).await;
-        for claim in claims {
-            let names = instance_names(&t.namespace, claim);
+        for claim in made {
+            let names = instance_names(&ns, claim);
             for statement in drop_instance(&names.database, &names.role)? {
                 let _ = pg.batch_execute(&statement).await;
             }
@@ -285,13 +312,15 @@ async fn redis_claims_are_confined_to_their_prefix_and_deleted() {
         admin_secret(&t, "redis-admin", &admin).await?;
         let class =
             create_class(&t, "redis", 16379, "redis-admin", json!({"maxKeys": 100})).await?;
+        let (_, ns) =
+            agency_for_claims(&t, "ds-redis", 2, "chu@test.gov.vn", &[(&class, 1)]).await?;
         let mut con = redis::Client::open(admin.redis_connection_info()?)?
             .get_multiplexed_async_connection()
             .await?;
-        let names = instance_names(&t.namespace, "phien");
+        let names = instance_names(&ns, "phien");
         let outcome = async {
-            create_claim(&t, "phien", &class, "nho", Some("Delete")).await?;
-            let ready = phase(&t, "phien", ClaimPhase::Ready).await?;
+            create_claim(&t, &ns, "phien", &class, "nho", Some("Delete")).await?;
+            let ready = phase(&t, &ns, "phien", ClaimPhase::Ready).await?;
             let b = binding(&t, &ready).await?;
             ensure!(
                 b["prefix"] == names.key_prefix && b["username"] == names.redis_user,
@@ -327,7 +356,7 @@ async fn redis_claims_are_confined_to_their_prefix_and_deleted() {
             );
             drop(owner);
 
-            delete_claim(&t, "phien").await?;
+            delete_claim(&t, &ns, "phien").await?;
             let user: redis::Value = redis::cmd("ACL")
                 .arg("GETUSER")
                 .arg(&names.redis_user)
@@ -359,10 +388,12 @@ async fn an_unreachable_server_leaves_the_claim_pending_until_it_answers() {
         // Port 1: nothing listens there, the connection is refused.
         let class =
             create_class(&t, "postgres", 1, "pg-admin", json!({"maxConnections": 2})).await?;
+        let (_, ns) =
+            agency_for_claims(&t, "ds-down", 2, "chu@test.gov.vn", &[(&class, 1)]).await?;
         let pg = connect(&admin.postgres_config("postgres")).await?;
         let outcome = async {
-            create_claim(&t, "cho", &class, "nho", Some("Delete")).await?;
-            let pending = phase(&t, "cho", ClaimPhase::Pending).await?;
+            create_claim(&t, &ns, "cho", &class, "nho", Some("Delete")).await?;
+            let pending = phase(&t, &ns, "cho", ClaimPhase::Pending).await?;
             let status = pending.status.context("no status")?;
             let ready = status
                 .conditions
@@ -391,13 +422,13 @@ async fn an_unreachable_server_leaves_the_claim_pending_until_it_answers() {
                     &kube::api::Patch::Merge(json!({"spec": {"server": {"port": 15432}}})),
                 )
                 .await?;
-            phase(&t, "cho", ClaimPhase::Ready).await?;
-            delete_claim(&t, "cho").await?;
+            phase(&t, &ns, "cho", ClaimPhase::Ready).await?;
+            delete_claim(&t, &ns, "cho").await?;
             Ok(())
         }
         .await;
         delete_class(&t, &class).await;
-        let names = instance_names(&t.namespace, "cho");
+        let names = instance_names(&ns, "cho");
         for statement in drop_instance(&names.database, &names.role)? {
             let _ = pg.batch_execute(&statement).await;
         }
@@ -407,15 +438,21 @@ async fn an_unreachable_server_leaves_the_claim_pending_until_it_answers() {
 }
 
 #[tokio::test]
-async fn a_class_serves_only_the_security_levels_it_allows() {
+async fn claims_are_admitted_only_in_agency_namespaces_for_their_level_and_quota() {
     start();
-    scenario("dsc-levels", |t| async move {
+    scenario("dsc-admission", |t| async move {
         let admin = govbroker_e2e::cluster().postgres_admin()?;
         admin_secret(&t, "pg-admin", &admin).await?;
-        let class = create_class(&t, "postgres", 15432, "pg-admin", json!({"maxConnections": 5})).await?;
+        let class = create_class(
+            &t,
+            "postgres",
+            15432,
+            "pg-admin",
+            json!({"maxConnections": 5}),
+        )
+        .await?;
         let outcome = async {
-            // Only levels 1 and 2 may use the class; this namespace is at level 4, as an
-            // agency's namespace at that level would be.
+            // Only levels 1 and 2 may use the class.
             Api::<DataServiceClass>::all(t.client.clone())
                 .patch(
                     &class,
@@ -423,28 +460,247 @@ async fn a_class_serves_only_the_security_levels_it_allows() {
                     &kube::api::Patch::Merge(json!({"spec": {"allowedSecurityLevels": [1, 2]}})),
                 )
                 .await?;
-            Api::<k8s_openapi::api::core::v1::Namespace>::all(t.client.clone())
-                .patch(
-                    &t.namespace,
-                    &kube::api::PatchParams::default(),
-                    &kube::api::Patch::Merge(json!({"metadata": {"labels": {govbroker_domain::isolation::SECURITY_LEVEL_LABEL: "4"}}})),
-                )
-                .await?;
-            create_claim(&t, "bi-mat", &class, "nho", None).await?;
-            let failed = phase(&t, "bi-mat", ClaimPhase::Failed).await?;
-            let status = failed.status.context("no status")?;
-            let ready = status.conditions.iter().find(|c| c.type_ == "Ready").context("no Ready condition")?;
-            ensure!(ready.reason == "SecurityLevelNotAllowed", "reason {}", ready.reason);
-            ensure!(ready.message.contains("security level 4") && ready.message.contains("[1, 2]"), "{}", ready.message);
-            // Nothing was made on the server.
-            let names = instance_names(&t.namespace, "bi-mat");
+            let (_, secret_ns) =
+                agency_for_claims(&t, "ds-l4", 4, "chu@test.gov.vn", &[(&class, 2)]).await?;
+            let (_, no_quota_ns) =
+                agency_for_claims(&t, "ds-nq", 2, "chu@test.gov.vn", &[]).await?;
+            let ns = t.namespace.clone();
+            refused(
+                create_claim(&t, &ns, "ngoai", &class, "nho", None).await,
+                "belongs to no agency",
+            )?;
+            refused(
+                create_claim(&t, &secret_ns, "bi-mat", &class, "nho", None).await,
+                "security level 4",
+            )?;
+            refused(
+                create_claim(&t, &no_quota_ns, "khong-quota", &class, "nho", None).await,
+                "has no quota for DataServiceClass",
+            )?;
+            // Nothing was made, in Kubernetes or on the server.
+            for ns in [&ns, &secret_ns, &no_quota_ns] {
+                ensure!(
+                    claims(&t, ns)
+                        .list(&Default::default())
+                        .await?
+                        .items
+                        .is_empty(),
+                    "a claim exists in {ns}"
+                );
+            }
             let pg = connect(&admin.postgres_config("postgres")).await?;
-            let roles: i64 = pg.query_one("SELECT count(*) FROM pg_roles WHERE rolname = $1", &[&names.role]).await?.get(0);
+            let names = instance_names(&secret_ns, "bi-mat");
+            let roles: i64 = pg
+                .query_one(
+                    "SELECT count(*) FROM pg_roles WHERE rolname = $1",
+                    &[&names.role],
+                )
+                .await?
+                .get(0);
             ensure!(roles == 0, "a role was created for a refused claim");
-            delete_claim(&t, "bi-mat").await
+            Ok(())
         }
         .await;
         delete_class(&t, &class).await;
+        outcome
+    })
+    .await;
+}
+
+/// The create was refused by admission with a message containing `fragment`.
+fn refused(result: Result<()>, fragment: &str) -> Result<()> {
+    match result {
+        Ok(()) => bail!("the claim was admitted; expected a refusal saying {fragment:?}"),
+        Err(e) => {
+            let text = format!("{e:#}");
+            ensure!(
+                text.contains(fragment),
+                "refused, but not saying {fragment:?}: {text}"
+            );
+            Ok(())
+        }
+    }
+}
+
+fn share_json(
+    name: &str,
+    owner: (&str, &str, &str),
+    consumer: &str,
+    expires_in: i64,
+    approved: bool,
+) -> Result<DataShare> {
+    let expires = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(expires_in))?;
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "govbroker.io/v1alpha1",
+        "kind": "DataShare",
+        "metadata": {"name": name},
+        "spec": {
+            "owner": {"agency": owner.0, "namespace": owner.1, "claim": owner.2},
+            "consumer": {"agency": consumer},
+            "access": "ReadOnly",
+            "expiresAt": expires.to_string(),
+            "purpose": "Tra cứu hồ sơ để giải quyết thủ tục hành chính",
+            "approved": approved,
+        },
+    }))?)
+}
+
+async fn share_phase(t: &TestEnv, name: &str, want: DataSharePhase) -> Result<DataShare> {
+    wait_for(
+        &Api::<DataShare>::all(t.client.clone()),
+        name,
+        &format!("the share to be {want:?}"),
+        DEFAULT_TIMEOUT,
+        move |s: Option<&DataShare>| {
+            s.and_then(|s| s.status.as_ref())
+                .is_some_and(|s| s.phase == Some(want))
+        },
+    )
+    .await?
+    .context("share vanished")
+}
+
+/// The consumer's binding Secret of a share, once it exists.
+async fn share_binding(
+    t: &TestEnv,
+    ns: &str,
+    share: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let secret = wait_for(
+        &Api::<Secret>::namespaced(t.client.clone(), ns),
+        &format!("{share}-share"),
+        "the share's binding Secret",
+        DEFAULT_TIMEOUT,
+        |s: Option<&Secret>| s.is_some(),
+    )
+    .await?
+    .context("no Secret")?;
+    Ok(secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect())
+}
+
+async fn gone<K>(api: &Api<K>, name: &str, what: &str) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    wait_for(api, name, what, DEFAULT_TIMEOUT, |o: Option<&K>| {
+        o.is_none()
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_share_lets_the_consumer_read_not_write_until_revoked_or_expired() {
+    start();
+    scenario("dshare-pg", |t: TestEnv| async move {
+        let admin = t.cluster.postgres_admin()?;
+        admin_secret(&t, "pg-admin", &admin).await?;
+        let class = create_class(&t, "postgres", 15432, "pg-admin", json!({"maxConnections": 5})).await?;
+        let (owner, ns) = agency_for_claims(&t, "ds-chu", 3, "chu-a@test.gov.vn", &[(&class, 1)]).await?;
+        let (consumer, consumer_ns) = agency_for_claims(&t, "ds-dung", 3, "chu-b@test.gov.vn", &[]).await?;
+        let (low, _) = agency_for_claims(&t, "ds-thap", 1, "chu-c@test.gov.vn", &[]).await?;
+        let shares = Api::<DataShare>::all(t.client.clone());
+        let (revoked_name, expiring_name) = (unique_name("chia-se"), unique_name("het-han"));
+        let pg = connect(&admin.postgres_config("postgres")).await?;
+        let outcome = async {
+            create_claim(&t, &ns, "ho-so", &class, "nho", Some("Delete")).await?;
+            let ready = phase(&t, &ns, "ho-so", ClaimPhase::Ready).await?;
+            let b = binding(&t, &ready).await?;
+            let owner_db = connect(&as_binding(&b, &b["database"])?).await?;
+            owner_db.batch_execute("CREATE TABLE ho_so (id int, ten text); INSERT INTO ho_so VALUES (1, 'Trần Thị B')").await?;
+
+            // Level 3 data is not shared down to level 1 (the class does not allow it).
+            let down = shares.create(&PostParams::default(), &share_json(&unique_name("xuong"), (&owner, &ns, "ho-so"), &low, 3600, false)?).await;
+            match down {
+                Err(kube::Error::Api(s)) if s.message.contains("lower security level") => {}
+                other => bail!("a share down the levels was not refused: {other:?}"),
+            }
+
+            shares.create(&PostParams::default(), &share_json(&revoked_name, (&owner, &ns, "ho-so"), &consumer, 3600, false)?).await?;
+            let pending = share_phase(&t, &revoked_name, DataSharePhase::Pending).await?;
+            let reason = pending.status.as_ref().and_then(|s| s.conditions.first()).map(|c| c.reason.clone());
+            ensure!(reason.as_deref() == Some("AwaitingApproval"), "reason {reason:?}");
+            ensure!(Api::<Secret>::namespaced(t.client.clone(), &consumer_ns).get_opt(&format!("{revoked_name}-share")).await?.is_none(), "access before approval");
+
+            // The consumer cannot approve its own access; the owner can, and is recorded.
+            let approve = Patch::Merge(json!({"spec": {"approved": true}}));
+            let as_consumer = Api::<DataShare>::all(t.cluster.client_as("chu-b@test.gov.vn", &[]).await?);
+            eventually("the consumer's approval to be refused by the webhook", DEFAULT_TIMEOUT, || async {
+                match as_consumer.patch(&revoked_name, &PatchParams::default(), &approve).await {
+                    Err(kube::Error::Api(s)) if s.message.contains("only owners of agency") => Ok(Some(())),
+                    Err(e) => bail!("{e}"),
+                    Ok(_) => bail!("the consumer approved the share"),
+                }
+            })
+            .await?;
+            let as_owner = Api::<DataShare>::all(t.cluster.client_as("chu-a@test.gov.vn", &[]).await?);
+            let approved = eventually("the owner to approve", DEFAULT_TIMEOUT, || async {
+                Ok(Some(as_owner.patch(&revoked_name, &PatchParams::default(), &approve).await?))
+            })
+            .await?;
+            let by = approved.spec.approval.as_ref().and_then(|a| a.approved_by.clone());
+            ensure!(by.as_deref() == Some("chu-a@test.gov.vn"), "approvedBy {by:?}");
+
+            let granted = share_phase(&t, &revoked_name, DataSharePhase::Granted).await?;
+            let status = granted.status.context("no status")?;
+            ensure!(status.granted_by.as_deref() == Some("chu-a@test.gov.vn"), "grantedBy {:?}", status.granted_by);
+            let reader = share_binding(&t, &consumer_ns, &revoked_name).await?;
+            ensure!(reader["database"] == b["database"] && reader["username"] != b["username"], "reader binding {:?}", reader.keys());
+            let read = connect(&as_binding(&reader, &reader["database"])?).await.context("the reader logs in")?;
+            let rows: i64 = read.query_one("SELECT count(*) FROM ho_so", &[]).await?.get(0);
+            ensure!(rows == 1, "the reader sees {rows} rows");
+            match read.batch_execute("INSERT INTO ho_so VALUES (2, 'không được')").await {
+                Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {}
+                other => bail!("the reader could write: {other:?}"),
+            }
+            let policy = Api::<NetworkPolicy>::namespaced(t.client.clone(), &consumer_ns).get(&format!("{revoked_name}-share-egress")).await?;
+            let rule = policy.spec.and_then(|s| s.egress).and_then(|e| e.into_iter().next()).context("no egress rule")?;
+            let cidr = rule.to.and_then(|to| to.into_iter().next()).and_then(|p| p.ip_block).map(|b| b.cidr);
+            ensure!(cidr.as_deref() == Some("127.0.0.1/32"), "egress to {cidr:?}");
+            drop(read);
+
+            // The consumer's owner revokes: the login, the Secret and the policy go.
+            let revoke = Patch::Merge(json!({"spec": {"revoked": true}}));
+            Api::<DataShare>::all(t.cluster.client_as("chu-b@test.gov.vn", &[]).await?).patch(&revoked_name, &PatchParams::default(), &revoke).await?;
+            let revoked = share_phase(&t, &revoked_name, DataSharePhase::Revoked).await?;
+            let by = revoked.status.and_then(|s| s.revoked_by);
+            ensure!(by.as_deref() == Some("chu-b@test.gov.vn"), "revokedBy {by:?}");
+            gone(&Api::<Secret>::namespaced(t.client.clone(), &consumer_ns), &format!("{revoked_name}-share"), "the Secret to go").await?;
+            gone(&Api::<NetworkPolicy>::namespaced(t.client.clone(), &consumer_ns), &format!("{revoked_name}-share-egress"), "the policy to go").await?;
+            ensure!(connect(&as_binding(&reader, &reader["database"])?).await.is_err(), "the revoked reader still logs in");
+
+            // A share approved at creation (by a platform admin) ends at its expiry.
+            shares.create(&PostParams::default(), &share_json(&expiring_name, (&owner, &ns, "ho-so"), &consumer, 20, true)?).await?;
+            share_phase(&t, &expiring_name, DataSharePhase::Granted).await?;
+            let reader = share_binding(&t, &consumer_ns, &expiring_name).await?;
+            connect(&as_binding(&reader, &reader["database"])?).await.context("the second reader logs in")?;
+            share_phase(&t, &expiring_name, DataSharePhase::Expired).await?;
+            gone(&Api::<Secret>::namespaced(t.client.clone(), &consumer_ns), &format!("{expiring_name}-share"), "the Secret to go").await?;
+            ensure!(connect(&as_binding(&reader, &reader["database"])?).await.is_err(), "the expired reader still logs in");
+
+            // Deleting the shares releases them (the finalizer had nothing left to do).
+            for name in [&revoked_name, &expiring_name] {
+                shares.delete(name, &DeleteParams::background()).await?;
+                gone(&shares, name, "the share to be deleted").await?;
+            }
+            drop(owner_db);
+            delete_claim(&t, &ns, "ho-so").await
+        }
+        .await;
+        for name in [&revoked_name, &expiring_name] {
+            let _ = shares.delete(name, &DeleteParams::background()).await;
+        }
+        delete_class(&t, &class).await;
+        let names = instance_names(&ns, "ho-so");
+        for statement in drop_instance(&names.database, &names.role)? {
+            let _ = pg.batch_execute(&statement).await;
+        }
         outcome
     })
     .await;

@@ -635,6 +635,8 @@ fn desired_status(
             granted_to_children: granted.to_spec(),
         }),
         children: u32::try_from(children.len()).unwrap_or(u32::MAX),
+        // Written by the metering side under its own field manager.
+        cost: None,
         conditions,
     }
 }

@@ -12,27 +12,26 @@
 //! keys), `Retain` only takes the login away. Passwords never reach logs, events or the
 //! status: only the binding Secret holds them.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use govbroker_crds::{
     ClaimPhase, DataServiceClaim, DataServiceClaimStatus, DataServiceClass, DataServiceEngine,
-    DeletionPolicy,
+    DeletionPolicy, ROTATE_PASSWORD_ANNOTATION,
 };
 use govbroker_domain::data_services::{
     InstanceNames, PostgresLimits, RedisAccess, TERMINATE_SESSIONS, alter_role, create_database,
     create_role, disable_login, drop_instance, instance_names, redis_acl,
 };
-use govbroker_domain::isolation::SECURITY_LEVEL_LABEL;
-use k8s_openapi::ByteString;
+use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL, data_service_egress};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -40,9 +39,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::shared_server::{
-    DATABASE_EXISTS, Problem, ROLE_EXISTS, Target, UNRESERVED_KEPT, exists, new_password, postgres,
-    redis, redis_failed, secret_text, sql_failed, target, unsafe_text,
+    Backoff, DATABASE_EXISTS, Problem, ROLE_EXISTS, Target, addresses, binding_data, exists,
+    new_password, postgres, redis, redis_failed, secret_text, sql_failed, target, unsafe_text,
 };
+use crate::apply::Applier;
 use crate::{Context, Error};
 
 /// Name of this controller in metrics and logs.
@@ -58,23 +58,44 @@ struct State {
     ctx: Arc<Context>,
     recorder: Recorder,
     /// Consecutive failures per claim, for the retry backoff.
-    failures: Mutex<HashMap<ObjectRef<DataServiceClaim>, u32>>,
+    failures: Backoff<DataServiceClaim>,
+    /// When each claim's database size was last measured.
+    sampling: Sampling,
 }
 
-impl State {
-    /// The next retry delay of a claim that failed again: 2s, 4s, ... up to 5 minutes.
-    fn backoff(&self, claim: &DataServiceClaim) -> Duration {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let n = failures.entry(ObjectRef::from_obj(claim)).or_insert(0);
-        *n = n.saturating_add(1);
-        Duration::from_secs((1u64 << (*n).min(9)).min(300))
-    }
+/// Keeps the database-size samples at most one per [`SAMPLE_EVERY`] per claim, however
+/// often a claim is reconciled (a status write wakes it again).
+#[derive(Default)]
+struct Sampling(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
 
-    fn succeeded(&self, claim: &DataServiceClaim) {
-        self.failures
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&ObjectRef::from_obj(claim));
+/// How often a claim's database size is measured, for metering.
+const SAMPLE_EVERY: Duration = Duration::from_secs(600);
+
+impl Sampling {
+    /// Whether the claim's size should be measured now (and notes that it is).
+    fn due(&self, claim: &DataServiceClaim) -> bool {
+        let key = format!(
+            "{}/{}",
+            claim.namespace().unwrap_or_default(),
+            claim.name_any()
+        );
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        match last.get(&key) {
+            Some(at) if now.duration_since(*at) < SAMPLE_EVERY => false,
+            _ => {
+                last.insert(key, now);
+                true
+            }
+        }
+    }
+}
+
+fn applier(state: &State) -> Applier<'_> {
+    Applier {
+        ctx: &state.ctx,
+        controller: CONTROLLER,
+        field_manager: FIELD_MANAGER,
     }
 }
 
@@ -90,7 +111,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
     let state = Arc::new(State {
         ctx: ctx.clone(),
         recorder,
-        failures: Mutex::new(HashMap::new()),
+        failures: Backoff::default(),
+        sampling: Sampling::default(),
     });
     Controller::new(
         Api::<DataServiceClaim>::all(ctx.client.clone()),
@@ -115,25 +137,30 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
 
 fn error_policy(claim: Arc<DataServiceClaim>, error: &Error, state: Arc<State>) -> Action {
     state.ctx.metrics.reconcile_failed(CONTROLLER, error);
-    let delay = state.backoff(&claim);
+    let delay = state.failures.next(&claim);
     warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), error = %error.chain(), ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
 /// Whether the claim's namespace may use the class: an agency's namespace carries its
 /// security level, and the class says which levels it serves (namespaces of no agency,
-/// such as the platform's, are not restricted). Checked before provisioning only: a
-/// class narrowed later must not stop the cleanup of what it already made.
+/// such as the platform's, are not restricted; the webhook keeps claims out of them).
+/// Checked before provisioning only: a class narrowed later must not stop the cleanup
+/// of what it already made. Returns the namespace's agency.
 async fn level_allowed(
     state: &State,
     claim: &DataServiceClaim,
     class: &DataServiceClass,
-) -> Result<Result<(), Problem>, Error> {
+) -> Result<Result<Option<String>, Problem>, Error> {
     let namespace = claim.namespace().unwrap_or_default();
-    let level = Api::<Namespace>::all(state.ctx.client.clone())
+    let labels = Api::<Namespace>::all(state.ctx.client.clone())
         .get_opt(&namespace)
         .await?
-        .and_then(|ns| ns.labels().get(SECURITY_LEVEL_LABEL).cloned())
+        .map(|ns| ns.labels().clone())
+        .unwrap_or_default();
+    let agency = labels.get(AGENCY_LABEL).cloned();
+    let level = labels
+        .get(SECURITY_LEVEL_LABEL)
         .and_then(|l| l.parse::<u8>().ok());
     match level {
         Some(level) if !class.spec.allowed_security_levels.contains(&level) => {
@@ -146,7 +173,7 @@ async fn level_allowed(
                 ),
             }))
         }
-        _ => Ok(Ok(())),
+        _ => Ok(Ok(agency)),
     }
 }
 
@@ -168,12 +195,7 @@ async fn reconcile(claim: Arc<DataServiceClaim>, state: Arc<State>) -> Result<Ac
     if !has_finalizer {
         let mut finalizers = claim.finalizers().to_vec();
         finalizers.push(FINALIZER.to_owned());
-        state
-            .ctx
-            .metrics
-            .kube_writes
-            .with_label_values(&[CONTROLLER, "DataServiceClaim"])
-            .inc();
+        applier(&state).count::<DataServiceClaim>();
         // The resource version makes this fail rather than overwrite a concurrent change.
         api.patch(
             &claim.name_any(),
@@ -196,27 +218,82 @@ async fn provision(
 ) -> Result<Action, Error> {
     let namespace = claim.namespace().unwrap_or_default();
     let names = instance_names(&namespace, &claim.name_any());
-    let target = match target(&state.ctx.client, &claim.spec.class_name, &claim.spec.plan).await? {
+    let target = match target(
+        &state.ctx.client,
+        &claim.spec.class_name,
+        Some(&claim.spec.plan),
+    )
+    .await?
+    {
         Ok(target) => target,
         Err(problem) => return report(claim, state, api, None, problem).await,
     };
-    if let Err(problem) = level_allowed(state, claim, &target.class).await? {
-        return report(claim, state, api, None, problem).await;
+    let agency = match level_allowed(state, claim, &target.class).await? {
+        Ok(agency) => agency,
+        Err(problem) => return report(claim, state, api, None, problem).await,
+    };
+    let previous = claim.status.clone().unwrap_or_default();
+    if !matches!(
+        previous.phase,
+        Some(ClaimPhase::Ready | ClaimPhase::Provisioning)
+    ) {
+        let message = format!("creating the instance on {}", target.endpoint());
+        let status = DataServiceClaimStatus {
+            observed_generation: claim.metadata.generation,
+            phase: Some(ClaimPhase::Provisioning),
+            endpoint: Some(target.endpoint()),
+            message: Some(message.clone()),
+            conditions: vec![condition(claim, false, "Provisioning", &message)],
+            ..previous.clone()
+        };
+        write_status(claim, state, api, status).await?;
     }
     let secrets = Api::<Secret>::namespaced(state.ctx.client.clone(), &namespace);
     let binding = binding_name(claim);
     let existing = secrets.get_opt(&binding).await?;
+    // A new value of the rotation annotation asks for a new password.
+    let rotation = claim.annotations().get(ROTATE_PASSWORD_ANNOTATION).cloned();
+    let rotate = rotation.is_some() && rotation != previous.password_rotation;
     let password = match existing.as_ref().and_then(|s| secret_text(s, "password")) {
-        Some(p) if p.chars().all(|c| c.is_ascii_alphanumeric()) => p,
+        Some(p) if !rotate && p.chars().all(|c| c.is_ascii_alphanumeric()) => p,
         _ => new_password()?,
     };
     let engine = target.class.spec.engine;
+    let sample = state.sampling.due(claim);
     let outcome = match engine {
-        DataServiceEngine::Postgres => provision_postgres(&target, &names, &password).await,
-        DataServiceEngine::Redis => provision_redis(&target, &names, &password).await,
+        DataServiceEngine::Postgres => provision_postgres(&target, &names, &password, sample).await,
+        DataServiceEngine::Redis => provision_redis(&target, &names, &password)
+            .await
+            .map(|()| None),
     };
-    if let Err(problem) = outcome {
-        return report(claim, state, api, Some(&target), problem).await;
+    let storage_bytes = match outcome {
+        Ok(size) => size.or(previous.storage_bytes),
+        Err(problem) => return report(claim, state, api, Some(&target), problem).await,
+    };
+    if let Some(agency) = &agency {
+        let addresses = match addresses(&target).await {
+            Ok(addresses) => addresses,
+            Err(problem) => return report(claim, state, api, Some(&target), problem).await,
+        };
+        let mut policy = data_service_egress(
+            &format!("{}-data-service-egress", claim.name_any()),
+            &namespace,
+            agency,
+            &addresses,
+            target.port(),
+        );
+        policy
+            .metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(CLAIM_LABEL.to_owned(), claim.name_any());
+        policy.metadata.owner_references = claim.controller_owner_ref(&()).map(|o| vec![o]);
+        let current = Api::<NetworkPolicy>::namespaced(state.ctx.client.clone(), &namespace)
+            .get_opt(&policy.name_any())
+            .await?;
+        if current.and_then(|p| p.spec) != policy.spec {
+            applier(state).apply_now(&policy).await?;
+        }
     }
 
     let (host, port) = (target.host().to_owned(), target.port());
@@ -224,38 +301,17 @@ async fn provision(
         DataServiceEngine::Postgres => names.role.clone(),
         DataServiceEngine::Redis => names.redis_user.clone(),
     };
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, UNRESERVED_KEPT).to_string();
-    let mut data: BTreeMap<String, String> = BTreeMap::from([
-        ("host".to_owned(), host.clone()),
-        ("port".to_owned(), port.to_string()),
-        ("username".to_owned(), user.clone()),
-        ("password".to_owned(), password.clone()),
-    ]);
-    match engine {
-        DataServiceEngine::Postgres => {
-            data.insert("database".to_owned(), names.database.clone());
-            data.insert(
-                "uri".to_owned(),
-                format!(
-                    "postgresql://{}:{}@{host}:{port}/{}",
-                    enc(&user),
-                    enc(&password),
-                    enc(&names.database)
-                ),
-            );
-        }
-        DataServiceEngine::Redis => {
-            data.insert("prefix".to_owned(), names.key_prefix.clone());
-            data.insert(
-                "uri".to_owned(),
-                format!("redis://{}:{}@{host}:{port}", enc(&user), enc(&password)),
-            );
-        }
-    }
-    let data: BTreeMap<String, ByteString> = data
-        .into_iter()
-        .map(|(k, v)| (k, ByteString(v.into_bytes())))
-        .collect();
+    let data = binding_data(
+        engine,
+        &host,
+        port,
+        &user,
+        &password,
+        match engine {
+            DataServiceEngine::Postgres => &names.database,
+            DataServiceEngine::Redis => &names.key_prefix,
+        },
+    );
     let labels = BTreeMap::from([(CLAIM_LABEL.to_owned(), claim.name_any())]);
     let up_to_date = existing.as_ref().is_some_and(|s| {
         s.data.as_ref() == Some(&data)
@@ -277,22 +333,7 @@ async fn provision(
             data: Some(data),
             ..Default::default()
         };
-        let mut value = serde_json::to_value(&secret).map_err(Error::Serialize)?;
-        value["apiVersion"] = json!("v1");
-        value["kind"] = json!("Secret");
-        state
-            .ctx
-            .metrics
-            .kube_writes
-            .with_label_values(&[CONTROLLER, "Secret"])
-            .inc();
-        secrets
-            .patch(
-                &binding,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&value),
-            )
-            .await?;
+        applier(state).apply_now(&secret).await?;
         info!(claim = %claim.name_any(), %namespace, secret = %binding, "binding Secret written");
     }
     let message = match engine {
@@ -315,11 +356,26 @@ async fn provision(
         endpoint: Some(target.endpoint()),
         binding_secret: Some(binding),
         retained: false,
+        password_rotation: rotation,
+        storage_bytes,
         message: Some(message.clone()),
         conditions: vec![condition(claim, true, "Provisioned", &message)],
     };
-    let changed = write_status(claim, state, api, status).await?;
-    if changed {
+    let became_ready = previous.phase != Some(ClaimPhase::Ready);
+    write_status(claim, state, api, status).await?;
+    if rotate && !became_ready {
+        info!(claim = %claim.name_any(), %namespace, "password rotated");
+        publish(
+            state,
+            claim,
+            EventType::Normal,
+            "PasswordRotated",
+            format!("a new password is in Secret \"{}\"", binding_name(claim)),
+            "RotatePassword",
+        )
+        .await;
+    }
+    if became_ready {
         publish(
             state,
             claim,
@@ -330,7 +386,7 @@ async fn provision(
         )
         .await;
     }
-    state.succeeded(claim);
+    state.failures.reset(claim);
     Ok(Action::requeue(Duration::from_secs(600)))
 }
 
@@ -349,9 +405,12 @@ async fn report(
             message,
             Duration::from_secs(120),
         ),
-        Problem::Unavailable { reason, message } => {
-            (ClaimPhase::Pending, reason, message, state.backoff(claim))
-        }
+        Problem::Unavailable { reason, message } => (
+            ClaimPhase::Pending,
+            reason,
+            message,
+            state.failures.next(claim),
+        ),
     };
     warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), reason, %message, ?delay, "claim not provisioned");
     let previous = claim.status.clone().unwrap_or_default();
@@ -361,6 +420,8 @@ async fn report(
         endpoint: target.map(Target::endpoint).or(previous.endpoint),
         binding_secret: previous.binding_secret,
         retained: false,
+        password_rotation: previous.password_rotation,
+        storage_bytes: previous.storage_bytes,
         message: Some(message.clone()),
         conditions: vec![condition(claim, false, reason, &message)],
     };
@@ -406,12 +467,7 @@ async fn write_status(
     if claim.status.as_ref() == Some(&status) {
         return Ok(false);
     }
-    state
-        .ctx
-        .metrics
-        .kube_writes
-        .with_label_values(&[CONTROLLER, "DataServiceClaim"])
-        .inc();
+    applier(state).count::<DataServiceClaim>();
     match api
         .patch_status(
             &claim.name_any(),
@@ -458,7 +514,13 @@ async fn delete(
     let namespace = claim.namespace().unwrap_or_default();
     let names = instance_names(&namespace, &claim.name_any());
     let policy = claim.spec.deletion_policy;
-    let target = match target(&state.ctx.client, &claim.spec.class_name, &claim.spec.plan).await? {
+    let target = match target(
+        &state.ctx.client,
+        &claim.spec.class_name,
+        Some(&claim.spec.plan),
+    )
+    .await?
+    {
         Ok(target) => Some(target),
         // Nothing to reach: the class is gone, or points nowhere the broker can go.
         Err(Problem::Failed { message, .. }) => {
@@ -518,12 +580,7 @@ async fn delete(
         .filter(|f| *f != FINALIZER)
         .cloned()
         .collect();
-    state
-        .ctx
-        .metrics
-        .kube_writes
-        .with_label_values(&[CONTROLLER, "DataServiceClaim"])
-        .inc();
+    applier(state).count::<DataServiceClaim>();
     match api
         .patch(
             &claim.name_any(),
@@ -539,7 +596,7 @@ async fn delete(
         Err(kube::Error::Api(s)) if s.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
-    state.succeeded(claim);
+    state.failures.reset(claim);
     Ok(Action::await_change())
 }
 
@@ -550,7 +607,7 @@ async fn report_deleting(
     reason: &'static str,
     message: String,
 ) -> Result<Action, Error> {
-    let delay = state.backoff(claim);
+    let delay = state.failures.next(claim);
     warn!(claim = %claim.name_any(), namespace = ?claim.namespace(), reason, %message, ?delay, "claim not cleaned up yet");
     let previous = claim.status.clone().unwrap_or_default();
     let status = DataServiceClaimStatus {
@@ -565,11 +622,14 @@ async fn report_deleting(
     Ok(Action::requeue(delay))
 }
 
+/// Creates (or brings back to the plan) the role and database; returns the database's
+/// size when `sample` asks for it.
 async fn provision_postgres(
     target: &Target,
     names: &InstanceNames,
     password: &str,
-) -> Result<(), Problem> {
+    sample: bool,
+) -> Result<Option<i64>, Problem> {
     let pg = postgres(target, "postgres").await?;
     let limits = PostgresLimits {
         max_connections: target.max_connections,
@@ -598,7 +658,14 @@ async fn provision_postgres(
             })?;
         }
     }
-    Ok(())
+    if !sample {
+        return Ok(None);
+    }
+    let size = pg
+        .query_one("SELECT pg_database_size($1)", &[&names.database])
+        .await
+        .map_err(|e| sql_failed("measuring the database", &e))?;
+    Ok(Some(size.get(0)))
 }
 
 async fn cleanup_postgres(

@@ -4,17 +4,20 @@
 //! Error texts carry the server's message, never a statement (which may hold a
 //! password).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use govbroker_crds::DataServiceClass;
+use govbroker_crds::{DataServiceClass, DataServiceEngine};
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt as _};
 
 use crate::Error;
 
 /// What is percent-encoded in a URI's user, password and path: all but RFC 3986's
 /// unreserved characters.
-pub(crate) const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+const UNRESERVED_KEPT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')
@@ -79,12 +82,12 @@ pub(crate) fn secret_text(secret: &Secret, key: &str) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// The class `class_name` with plan `plan` and its server's admin credentials, or why
-/// they cannot be used.
+/// The class `class_name` with plan `plan` (none: only the server is needed) and its
+/// server's admin credentials, or why they cannot be used.
 pub(crate) async fn target(
     client: &kube::Client,
     class_name: &str,
-    plan: &str,
+    plan: Option<&str>,
 ) -> Result<Result<Target, Problem>, Error> {
     let Some(class) = Api::<DataServiceClass>::all(client.clone())
         .get_opt(class_name)
@@ -95,7 +98,8 @@ pub(crate) async fn target(
             message: format!("there is no DataServiceClass \"{class_name}\""),
         }));
     };
-    let Some(plan) = class.spec.plans.iter().find(|p| p.name == plan) else {
+    let found = plan.and_then(|plan| class.spec.plans.iter().find(|p| p.name == plan));
+    if let (Some(plan), None) = (plan, found) {
         let plans: Vec<&str> = class.spec.plans.iter().map(|p| p.name.as_str()).collect();
         return Ok(Err(Problem::Failed {
             reason: "PlanNotFound",
@@ -105,7 +109,7 @@ pub(crate) async fn target(
                 plans.join(", ")
             ),
         }));
-    };
+    }
     if class.spec.server.tls.enabled {
         return Ok(Err(Problem::Failed {
             reason: "TlsNotSupported",
@@ -114,9 +118,8 @@ pub(crate) async fn target(
             ),
         }));
     }
-    let max_connections = plan
-        .limits
-        .as_ref()
+    let max_connections = found
+        .and_then(|p| p.limits.as_ref())
         .and_then(|l| l.max_connections)
         .and_then(|n| u32::try_from(n).ok());
     let secret_ref = &class.spec.server.admin_secret_ref;
@@ -255,4 +258,99 @@ pub(crate) fn redis_failed(what: &str, e: &redis::RedisError) -> Problem {
         reason: "ProvisioningFailed",
         message: format!("{what}: {}", e.code().unwrap_or("error")),
     }
+}
+
+/// Consecutive failures per object, for a retry delay that grows: 2 s, 4 s, ... up to
+/// 5 minutes, and starts again after a success.
+pub(crate) struct Backoff<K: kube::Resource>(
+    std::sync::Mutex<std::collections::HashMap<ObjectRef<K>, u32>>,
+)
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone;
+
+impl<K: kube::Resource> Default for Backoff<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn default() -> Self {
+        Backoff(std::sync::Mutex::new(std::collections::HashMap::new()))
+    }
+}
+
+impl<K: kube::Resource<DynamicType = ()>> Backoff<K> {
+    /// The delay before retrying `obj`, which failed once more.
+    pub(crate) fn next(&self, obj: &K) -> Duration {
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(ObjectRef::from_obj(obj)).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs((1u64 << (*n).min(9)).min(300))
+    }
+
+    /// Forgets the failures of `obj`, which succeeded.
+    pub(crate) fn reset(&self, obj: &K) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ObjectRef::from_obj(obj));
+    }
+}
+
+/// The data of a binding Secret: `host`, `port`, `username`, `password`, `database`
+/// (PostgreSQL) or `prefix` (Redis, without the `:`), and a `uri` with the user,
+/// password and database percent-encoded.
+pub(crate) fn binding_data(
+    engine: DataServiceEngine,
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    database_or_prefix: &str,
+) -> BTreeMap<String, ByteString> {
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, UNRESERVED_KEPT).to_string();
+    let mut data: BTreeMap<String, String> = BTreeMap::from([
+        ("host".to_owned(), host.to_owned()),
+        ("port".to_owned(), port.to_string()),
+        ("username".to_owned(), user.to_owned()),
+        ("password".to_owned(), password.to_owned()),
+    ]);
+    match engine {
+        DataServiceEngine::Postgres => {
+            data.insert("database".to_owned(), database_or_prefix.to_owned());
+            data.insert(
+                "uri".to_owned(),
+                format!(
+                    "postgresql://{}:{}@{host}:{port}/{}",
+                    enc(user),
+                    enc(password),
+                    enc(database_or_prefix)
+                ),
+            );
+        }
+        DataServiceEngine::Redis => {
+            data.insert("prefix".to_owned(), database_or_prefix.to_owned());
+            data.insert(
+                "uri".to_owned(),
+                format!("redis://{}:{}@{host}:{port}", enc(user), enc(password)),
+            );
+        }
+    }
+    data.into_iter()
+        .map(|(k, v)| (k, ByteString(v.into_bytes())))
+        .collect()
+}
+
+/// The server's IP addresses, for the egress policy (a NetworkPolicy names addresses,
+/// not host names).
+pub(crate) async fn addresses(target: &Target) -> Result<Vec<std::net::IpAddr>, Problem> {
+    if let Ok(ip) = target.host().parse::<std::net::IpAddr>() {
+        return Ok(vec![ip]);
+    }
+    let mut found: Vec<std::net::IpAddr> = tokio::net::lookup_host((target.host(), target.port()))
+        .await
+        .map_err(|e| target.unavailable(&format!("cannot resolve its host name: {e}")))?
+        .map(|a| a.ip())
+        .collect();
+    found.sort();
+    found.dedup();
+    Ok(found)
 }

@@ -139,6 +139,50 @@ impl Cluster {
     }
 }
 
+/// Creates an agency for a data-service test: Central (no parent), at `security_level`,
+/// owned by `owner`, with one environment `prod` and the data-service quota `classes`
+/// (class name, instances); labelled for the test so that the scenario deletes it. Waits
+/// until its namespace exists and returns `(agency, namespace)`.
+pub async fn agency_for_claims(
+    t: &super::TestEnv,
+    prefix: &str,
+    security_level: u8,
+    owner: &str,
+    classes: &[(&str, i32)],
+) -> Result<(String, String)> {
+    use kube::api::PostParams;
+    let name = super::unique_name(prefix);
+    let data_services: std::collections::BTreeMap<&str, i32> = classes.iter().copied().collect();
+    let mut agency: govbroker_crds::Agency = serde_json::from_value(serde_json::json!({
+        "apiVersion": "govbroker.io/v1alpha1",
+        "kind": "Agency",
+        "metadata": {"name": name},
+        "spec": {
+            "displayName": format!("Cơ quan thử nghiệm {name}"),
+            "level": "Central",
+            "securityLevel": security_level,
+            "owners": {"users": [owner]},
+            "environments": [{"name": "prod", "quota": {"cpu": "1", "memory": "1Gi", "pods": "10"}}],
+            "quota": {"cpu": "1", "memory": "1Gi", "pods": "10", "dataServices": data_services},
+        },
+    }))?;
+    super::label_for_test(&mut agency, &t.namespace);
+    kube::Api::<govbroker_crds::Agency>::all(t.client.clone())
+        .create(&PostParams::default(), &agency)
+        .await
+        .with_context(|| format!("creating agency {name}"))?;
+    let namespace = format!("{name}-prod");
+    super::wait_for(
+        &kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(t.client.clone()),
+        &namespace,
+        "the agency's namespace to exist",
+        super::DEFAULT_TIMEOUT,
+        |ns: Option<&k8s_openapi::api::core::v1::Namespace>| ns.is_some(),
+    )
+    .await?;
+    Ok((name, namespace))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
