@@ -7,11 +7,14 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use govbroker_crds::{Agency, AgencyLevel, AgencySpec, Environment, Owners, ResourceAmounts};
 use govbroker_domain::Amounts;
 use govbroker_domain::isolation;
+use govbroker_e2e::Cluster;
 use k8s_openapi::api::core::v1::{LimitRange, Namespace, ResourceQuota};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
@@ -427,6 +430,93 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
             value.trim().trim_end_matches("kB").trim().parse().ok()
         })
         .with_context(|| format!("no {field} in {path}"))
+}
+
+// ---- Running a benchmark: the binaries, the operator, ids ----
+
+/// `<target>`: a benchmark binary is `<target>/<profile>/<name>`.
+pub fn target_dir() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    exe.ancestors()
+        .nth(2)
+        .map(Path::to_path_buf)
+        .context("this binary is not under <target>/<profile>/")
+}
+
+/// The operator binary: `given` (a benchmark's `--operator`), else release, else debug,
+/// with a word on which it is.
+pub fn operator_binary(given: Option<PathBuf>) -> Result<(PathBuf, &'static str)> {
+    if let Some(path) = given {
+        if !path.is_file() {
+            bail!("--operator {}: no such file", path.display());
+        }
+        return Ok((std::path::absolute(&path)?, "given with --operator"));
+    }
+    let target = target_dir()?;
+    let release = target.join("release/govbroker-operator");
+    let debug = target.join("debug/govbroker-operator");
+    if release.is_file() {
+        let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
+        if modified(&debug) > modified(&release) {
+            eprintln!(
+                "note: the release operator is older than the debug one; rebuild it with `cargo build -p govbroker-operator --release` if it is stale"
+            );
+        }
+        return Ok((release, "release build"));
+    }
+    if debug.is_file() {
+        return Ok((
+            debug,
+            "DEBUG build: figures are pessimistic; `cargo build -p govbroker-operator --release` for realistic ones",
+        ));
+    }
+    bail!(
+        "no operator binary at {} or {}: build it first with `cargo build -p govbroker-operator --release` (or without --release for a debug build), with the same CARGO_TARGET_DIR, or pass --operator PATH",
+        release.display(),
+        debug.display()
+    )
+}
+
+/// A short random id for a run's names and labels.
+pub fn run_id() -> String {
+    let mut n = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default()
+        ^ u128::from(std::process::id());
+    let mut s = String::new();
+    for _ in 0..6 {
+        s.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    s
+}
+
+/// Runs a blocking closure off the async workers, turning a panic into an error.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => bail!("{e}"),
+    }
+}
+
+/// The pid of the operator that `govcluster` runs.
+pub fn operator_pid(cluster: &Cluster) -> Result<u32> {
+    let path = cluster.state_dir.join("pids/operator.pid");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("{} holds no pid", path.display()))
+}
+
+/// Restarts the shared local operator with `binary` and returns its pid.
+pub async fn restart_operator(cluster: &'static Cluster, binary: &Path) -> Result<u32> {
+    let binary = binary.to_string_lossy().into_owned();
+    blocking(move || cluster.restart_operator(&binary)).await?;
+    operator_pid(cluster)
 }
 
 #[cfg(test)]

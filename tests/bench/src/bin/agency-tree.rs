@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures::{StreamExt as _, TryStreamExt as _};
 use govbroker_bench::{
-    AgencyObjects, BENCH_LABEL, TreeShape, agency_objects, agency_tree, ancestors, by_name,
-    metric_sum_with, proc_status_kib,
+    AgencyObjects, BENCH_LABEL, TreeShape, agency_objects, agency_tree, ancestors, blocking,
+    by_name, metric_sum_with, operator_binary, operator_pid, proc_status_kib, restart_operator,
+    run_id,
 };
 use govbroker_crds::Agency;
 use govbroker_domain::CASCADE_DELETE_ANNOTATION;
@@ -114,70 +115,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// `<target>`: this binary is `<target>/<profile>/agency-tree`.
-fn target_dir() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating this binary")?;
-    exe.ancestors()
-        .nth(2)
-        .map(Path::to_path_buf)
-        .context("this binary is not under <target>/<profile>/")
-}
-
-/// The operator binary: `--operator`, else release, else debug.
-fn operator_binary(given: Option<PathBuf>) -> Result<(PathBuf, &'static str)> {
-    if let Some(path) = given {
-        if !path.is_file() {
-            bail!("--operator {}: no such file", path.display());
-        }
-        return Ok((std::path::absolute(&path)?, "given with --operator"));
-    }
-    let target = target_dir()?;
-    let release = target.join("release/govbroker-operator");
-    let debug = target.join("debug/govbroker-operator");
-    if release.is_file() {
-        let modified = |p: &Path| p.metadata().and_then(|m| m.modified()).ok();
-        if modified(&debug) > modified(&release) {
-            eprintln!(
-                "note: the release operator is older than the debug one; rebuild it with `cargo build -p govbroker-operator --release` if it is stale"
-            );
-        }
-        return Ok((release, "release build"));
-    }
-    if debug.is_file() {
-        return Ok((
-            debug,
-            "DEBUG build: figures are pessimistic; `cargo build -p govbroker-operator --release` for realistic ones",
-        ));
-    }
-    bail!(
-        "no operator binary at {} or {}: build it first with `cargo build -p govbroker-operator --release` (or without --release for a debug build), with the same CARGO_TARGET_DIR, or pass --operator PATH",
-        release.display(),
-        debug.display()
-    )
-}
-
-fn run_id() -> String {
-    let mut n = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or_default()
-        ^ u128::from(std::process::id());
-    let mut s = String::new();
-    for _ in 0..6 {
-        s.push(char::from_digit((n % 36) as u32, 36).unwrap_or('0'));
-        n /= 36;
-    }
-    s
-}
-
-/// Runs a blocking closure off the async workers, turning a panic into an error.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => bail!("{e}"),
-    }
-}
-
 async fn metrics() -> Result<String> {
     blocking(|| {
         let (code, body) = http_get(OPERATOR_HTTP_ADDR, "/metrics")?;
@@ -196,21 +133,6 @@ fn writes_in(exposition: &str) -> f64 {
 
 async fn writes() -> Result<f64> {
     Ok(writes_in(&metrics().await?))
-}
-
-fn operator_pid(cluster: &Cluster) -> Result<u32> {
-    let path = cluster.state_dir.join("pids/operator.pid");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("{} holds no pid", path.display()))
-}
-
-async fn restart_operator(cluster: &'static Cluster, binary: &Path) -> Result<u32> {
-    let binary = binary.to_string_lossy().into_owned();
-    blocking(move || cluster.restart_operator(&binary)).await?;
-    operator_pid(cluster)
 }
 
 fn secs(d: Duration) -> f64 {
