@@ -12,8 +12,8 @@ use crate::proto;
 use crate::proto::agencies_server::{Agencies, AgenciesServer};
 use crate::proto::audit_server::{Audit, AuditServer};
 use crate::proto::data_services_server::DataServicesServer;
-use crate::proto::workloads_server::WorkloadsServer;
 use crate::proto::quota_requests_server::{QuotaRequests, QuotaRequestsServer};
+use crate::proto::workloads_server::WorkloadsServer;
 use crate::service::Api;
 use crate::service::operations::{Approve, Operation, Reject};
 

@@ -43,6 +43,7 @@ EXAMPLES:
   govctl agency tree bo-y-te --depth 2
   govctl quota request so-y-te-ha-noi --cpu 8 --memory 16Gi --justification \"Mùa tuyển sinh\"
   govctl audit verify
+  govctl app scale cong-dich-vu --agency so-tttt-da-nang --env prod --replicas 3
   govctl completion bash > /etc/bash_completion.d/govctl"
     )
 }
@@ -91,6 +92,9 @@ pub enum Command {
     /// Read the audit trail and verify its hash chain
     #[command(subcommand, after_help = AUDIT_EXAMPLES)]
     Audit(AuditCommand),
+    /// Applications (Workloads): run, scale, pause and delete them within quota
+    #[command(subcommand, after_help = crate::commands::app::APP_EXAMPLES)]
+    App(crate::commands::app::AppCommand),
     /// Print a shell completion script
     #[command(after_help = COMPLETION_EXAMPLES)]
     Completion(CompletionArgs),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use govbroker_api::proto::agencies_client::AgenciesClient;
 use govbroker_api::proto::audit_client::AuditClient;
 use govbroker_api::proto::quota_requests_client::QuotaRequestsClient;
+use govbroker_api::proto::workloads_client::WorkloadsClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
@@ -178,6 +179,11 @@ impl Connection {
     /// The Audit service.
     pub fn audit(&self) -> AuditClient<Authed> {
         AuditClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// The Workloads service.
+    pub fn workloads(&self) -> WorkloadsClient<Authed> {
+        WorkloadsClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     /// The failure for a call's error status.

@@ -1,6 +1,7 @@
 //! What each command does: connect, call, print.
 
 pub mod agency;
+pub mod app;
 pub mod audit;
 pub mod login;
 pub mod quota;
@@ -33,6 +34,10 @@ pub async fn run(cli: Cli, token_on_command_line: bool) -> Result<(), Failure> {
         }
         Command::Quota(command) => quota::run(&connect(&cli.global).await?, command, format).await,
         Command::Audit(command) => audit::run(&connect(&cli.global).await?, command, format).await,
+        Command::App(app::AppCommand::LogsHint(args)) => {
+            crate::output::emit(&app::logs_hint(&args))
+        }
+        Command::App(command) => app::run(&connect(&cli.global).await?, command, format).await,
     }
 }
 

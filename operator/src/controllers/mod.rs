@@ -14,8 +14,8 @@ pub mod agency;
 pub mod data_service_claim;
 pub mod data_share;
 pub mod quota_request;
-pub mod workload;
 mod shared_server;
+pub mod workload;
 
 use std::sync::Arc;
 
