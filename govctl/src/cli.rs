@@ -14,7 +14,7 @@ use crate::output::Format;
 #[command(
     name = "govctl",
     version,
-    about = "The command line of govbroker's provisioning API: agencies, quota requests, audit",
+    about = "The command line of govbroker's provisioning API: agencies, quota requests, audit, data services",
     after_help = top_help(),
     subcommand_required = true,
     arg_required_else_help = true
@@ -44,6 +44,7 @@ EXAMPLES:
   govctl quota request so-y-te-ha-noi --cpu 8 --memory 16Gi --justification \"Mùa tuyển sinh\"
   govctl audit verify
   govctl app scale cong-dich-vu --agency so-tttt-da-nang --env prod --replicas 3
+  govctl db create csdl --agency so-y-te-ha-noi --env prod --class postgres-dung-chung --plan nho
   govctl completion bash > /etc/bash_completion.d/govctl"
     )
 }
@@ -92,6 +93,9 @@ pub enum Command {
     /// Read the audit trail and verify its hash chain
     #[command(subcommand, after_help = AUDIT_EXAMPLES)]
     Audit(AuditCommand),
+    /// Shared data services: claim databases and Redis users, read credentials, share them
+    #[command(subcommand, after_help = crate::commands::db::DB_EXAMPLES)]
+    Db(crate::commands::db::DbCommand),
     /// Applications (Workloads): run, scale, pause and delete them within quota
     #[command(subcommand, after_help = crate::commands::app::APP_EXAMPLES)]
     App(crate::commands::app::AppCommand),

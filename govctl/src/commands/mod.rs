@@ -3,6 +3,7 @@
 pub mod agency;
 pub mod app;
 pub mod audit;
+pub mod db;
 pub mod login;
 pub mod quota;
 
@@ -38,6 +39,7 @@ pub async fn run(cli: Cli, token_on_command_line: bool) -> Result<(), Failure> {
             crate::output::emit(&app::logs_hint(&args))
         }
         Command::App(command) => app::run(&connect(&cli.global).await?, command, format).await,
+        Command::Db(command) => db::run(&connect(&cli.global).await?, command, format).await,
     }
 }
 
