@@ -4,6 +4,7 @@
 use anyhow::Result;
 use govbroker_api::proto::agencies_client::AgenciesClient;
 use govbroker_api::proto::audit_client::AuditClient;
+use govbroker_api::proto::data_services_client::DataServicesClient;
 use govbroker_api::proto::quota_requests_client::QuotaRequestsClient;
 use govbroker_e2e::api::{ApiServer, api_server};
 use tonic::service::interceptor::InterceptedService;
@@ -34,6 +35,7 @@ pub struct Grpc {
     pub agencies: AgenciesClient<Svc>,
     pub quota_requests: QuotaRequestsClient<Svc>,
     pub audit: AuditClient<Svc>,
+    pub data_services: DataServicesClient<Svc>,
 }
 
 /// The API, started once per test process.
@@ -56,7 +58,8 @@ pub async fn grpc(token: Option<&str>) -> Result<Grpc> {
     Ok(Grpc {
         agencies: AgenciesClient::with_interceptor(channel.clone(), bearer.clone()),
         quota_requests: QuotaRequestsClient::with_interceptor(channel.clone(), bearer.clone()),
-        audit: AuditClient::with_interceptor(channel, bearer),
+        audit: AuditClient::with_interceptor(channel.clone(), bearer.clone()),
+        data_services: DataServicesClient::with_interceptor(channel, bearer),
     })
 }
 
