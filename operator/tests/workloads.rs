@@ -8,8 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use govbroker_crds::{
-    Agency, AgencyLevel, AgencySpec, ClaimBinding, CpuMemory, Environment, InjectAs, Owners,
-    ResourceAmounts, Workload, WorkloadPhase, WorkloadPort, WorkloadSpec,
+    Agency, ClaimBinding, CpuMemory, InjectAs, Workload, WorkloadPhase, WorkloadPort, WorkloadSpec,
 };
 use govbroker_e2e::{DEFAULT_TIMEOUT, TestEnv, operator, scenario, unique_name, wait_for};
 use k8s_openapi::ByteString;
@@ -33,29 +32,20 @@ fn q(v: &str) -> Option<Quantity> {
 /// returns its prod namespace once the agency is Ready.
 async fn agency(t: &TestEnv, security: u8, cpu: &str, memory: &str, pods: &str) -> Result<String> {
     let name = unique_name("bo-wl");
-    let quota = ResourceAmounts {
-        cpu: q(cpu),
-        memory: q(memory),
-        pods: q(pods),
-        services: q("3"),
-        ..Default::default()
-    };
-    let mut a = Agency::new(
-        &name,
-        AgencySpec {
-            display_name: format!("Bộ thử nghiệm {name}"),
-            level: AgencyLevel::Central,
-            parent: None,
-            security_level: security,
-            owners: Owners::default(),
-            viewers: Default::default(),
-            environments: vec![Environment {
-                name: "prod".to_owned(),
-                quota: quota.clone(),
-            }],
-            quota,
+    let quota = serde_json::json!({"cpu": cpu, "memory": memory, "pods": pods, "services": "3"});
+    // From JSON, so fields added to the type later need no change here.
+    let mut a: Agency = serde_json::from_value(serde_json::json!({
+        "apiVersion": "govbroker.io/v1alpha1",
+        "kind": "Agency",
+        "metadata": {"name": name},
+        "spec": {
+            "displayName": format!("Bộ thử nghiệm {name}"),
+            "level": "Central",
+            "securityLevel": security,
+            "environments": [{"name": "prod", "quota": quota}],
+            "quota": quota,
         },
-    );
+    }))?;
     govbroker_e2e::label_for_test(&mut a, &t.namespace);
     let api = Api::<Agency>::all(t.client.clone());
     api.create(&PostParams::default(), &a)
