@@ -326,7 +326,7 @@ impl Project {
         run_cmd(self.kubectl().args(["get", "agencies", "-o", "wide"]))?;
 
         step(
-            "Offering the shared PostgreSQL and Redis as data-service classes (demo/data-services.yaml)",
+            "Offering the shared PostgreSQL and Redis as data-service classes, with the demo agencies' claims and one share (demo/data-services.yaml, demo/data.yaml)",
         );
         self.seed_data_services()?;
 
@@ -423,7 +423,25 @@ impl Project {
             "govbroker-demo",
             false,
             &self.root.join("demo/data-services.yaml"),
-        )
+        )?;
+        self.apply("govbroker-demo", false, &self.root.join("demo/data.yaml"))?;
+        run_cmd(self.kubectl().args([
+            "wait",
+            "--for=jsonpath={.status.phase}=Ready",
+            "--timeout=120s",
+            "dataserviceclaims",
+            "--all",
+            "--all-namespaces",
+        ]))?;
+        run_cmd(self.kubectl().args([
+            "wait",
+            "--for=jsonpath={.status.phase}=Granted",
+            "--timeout=120s",
+            "datashares",
+            "--all",
+        ]))?;
+        run_cmd(self.kubectl().args(["get", "dataserviceclaims", "--all-namespaces"]))?;
+        run_cmd(self.kubectl().args(["get", "datashares"]))
     }
 
     /// kubectl of the local cloud, pointed at its admin kubeconfig.
