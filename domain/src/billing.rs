@@ -252,6 +252,15 @@ pub struct PriceSchedule {
 /// Why a price list cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PriceError {
+    /// A field of the PriceList that does not parse (the CRD's schema should have
+    /// refused it).
+    #[error("price list {name}: {message}")]
+    Invalid {
+        /// The price list.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
     /// No rate set at all.
     #[error("price list {0} has no rates")]
     Empty(String),
@@ -306,6 +315,101 @@ impl PriceSchedule {
     pub fn rates_on(&self, day: Day) -> Option<&RateSet> {
         self.index_on(day).map(|i| &self.rate_sets[i])
     }
+}
+
+/// The schedule of a PriceList's revision (`None`: the latest, the one bills use).
+/// Rate sets are sorted by date.
+pub fn schedule_from_price_list(
+    price_list: &govbroker_crds::PriceList,
+    revision: Option<i32>,
+) -> Result<PriceSchedule, PriceError> {
+    let name = price_list.metadata.name.clone().unwrap_or_default();
+    let invalid = |message: String| PriceError::Invalid {
+        name: name.clone(),
+        message,
+    };
+    let chosen = match revision {
+        Some(n) => price_list.spec.revision(n),
+        None => price_list.spec.latest(),
+    }
+    .ok_or_else(|| match revision {
+        Some(n) => invalid(format!("it has no revision {n}")),
+        None => PriceError::Empty(name.clone()),
+    })?;
+    let mut sets = Vec::with_capacity(chosen.rates.len());
+    for r in &chosen.rates {
+        let rate = |field: &str, text: &str| {
+            text.parse::<Rate>()
+                .map_err(|e| invalid(format!("revision {}: {field}: {e}", chosen.revision)))
+        };
+        let mut plans = BTreeMap::new();
+        for p in &r.data_services {
+            plans.insert(
+                (p.class_name.clone(), p.plan.clone()),
+                rate("perHour", &p.per_hour)?,
+            );
+        }
+        sets.push(RateSet {
+            effective_from: r.effective_from.parse().map_err(|e| {
+                invalid(format!("revision {}: effectiveFrom: {e}", chosen.revision))
+            })?,
+            cpu_per_vcpu_hour: rate("cpuPerVcpuHour", &r.cpu_per_vcpu_hour)?,
+            memory_per_gib_hour: rate("memoryPerGibHour", &r.memory_per_gib_hour)?,
+            storage_per_gib_month: rate("storagePerGibMonth", &r.storage_per_gib_month)?,
+            data_service_per_plan_hour: plans,
+        });
+    }
+    sets.sort_by_key(|s| s.effective_from);
+    PriceSchedule::new(
+        name.clone(),
+        u32::try_from(chosen.revision).unwrap_or(0),
+        sets,
+    )
+}
+
+/// The bill as CSV (RFC 4180, UTF-8, comma-separated, CRLF line ends): one row per line
+/// and a last `TOTAL` row. Amounts are whole đồng without grouping, so spreadsheets
+/// read them as numbers.
+pub fn invoice_csv(invoice: &Invoice) -> String {
+    fn field(text: &str) -> String {
+        if text.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", text.replace('"', "\"\""))
+        } else {
+            text.to_owned()
+        }
+    }
+    let mut out = String::from(
+        "agency,month,environment,namespace,workload,resource,from,to,quantity,unit,priced_unit,unit_size,rate_vnd,amount_vnd,unobserved_bound_vnd\r\n",
+    );
+    for l in &invoice.lines {
+        let row = [
+            invoice.agency.clone(),
+            invoice.month.to_string(),
+            l.environment.clone(),
+            l.namespace.clone(),
+            l.workload.clone(),
+            l.meter.label(),
+            l.from.to_string(),
+            l.to.to_string(),
+            l.quantity.to_string(),
+            l.unit.clone(),
+            l.priced_unit.clone(),
+            l.unit_size.to_string(),
+            l.rate.to_string(),
+            l.amount.0.to_string(),
+            l.unobserved_bound_amount.0.to_string(),
+        ];
+        out.push_str(&row.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!(
+        "{},{},TOTAL,,,,,,,,,,,{},{}\r\n",
+        field(&invoice.agency),
+        invoice.month,
+        invoice.total.0,
+        invoice.unobserved_bound.0
+    ));
+    out
 }
 
 /// Why usage could not be rated. Usage is never dropped silently: a bill that cannot
@@ -888,6 +992,68 @@ mod tests {
         assert_eq!(json["lines"][0]["rate"], "1500");
         let back: Invoice = serde_json::from_value(json).unwrap();
         assert_eq!(back, invoice);
+    }
+
+    #[test]
+    fn price_lists_become_schedules_and_bills_export_as_csv() {
+        let pl: govbroker_crds::PriceList = serde_json::from_value(serde_json::json!({
+            "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
+            "metadata": {"name": "gia-2026"},
+            "spec": {"revisions": [
+                {"revision": 1, "reason": "Quyết định 1", "rates": [
+                    {"effectiveFrom": "2026-01-01", "cpuPerVcpuHour": "700",
+                     "memoryPerGibHour": "90", "storagePerGibMonth": "2900"}]},
+                {"revision": 2, "reason": "Đính chính", "rates": [
+                    {"effectiveFrom": "2026-11-16", "cpuPerVcpuHour": "800",
+                     "memoryPerGibHour": "100.5", "storagePerGibMonth": "3000",
+                     "dataServices": [{"className": "pg", "plan": "co-ban", "perHour": "1500"}]},
+                    {"effectiveFrom": "2026-01-01", "cpuPerVcpuHour": "720",
+                     "memoryPerGibHour": "96", "storagePerGibMonth": "2976"}]}
+            ]}
+        }))
+        .unwrap();
+        let latest = schedule_from_price_list(&pl, None).unwrap();
+        assert_eq!(latest.revision, 2);
+        assert_eq!(latest.rate_sets[0].effective_from, day("2026-01-01"));
+        assert_eq!(
+            latest
+                .rates_on(day("2026-11-20"))
+                .unwrap()
+                .cpu_per_vcpu_hour,
+            Rate::from_vnd(800)
+        );
+        let first = schedule_from_price_list(&pl, Some(1)).unwrap();
+        assert_eq!(
+            first.rates_on(day("2026-11-20")).unwrap().cpu_per_vcpu_hour,
+            Rate::from_vnd(700)
+        );
+        assert!(schedule_from_price_list(&pl, Some(3)).is_err());
+
+        let usage = DayUsage {
+            usage: vec![UsageEntry {
+                environment: "prod".to_owned(),
+                namespace: "so-y-te-prod".to_owned(),
+                workload: "Workload/cổng, \"chính\"".to_owned(),
+                meter: Meter::Cpu,
+                quantity: Quantity(3_600_000),
+            }],
+            unobserved_bound: vec![],
+        };
+        let invoice = rate_month(
+            "so-y-te",
+            "2026-11".parse().unwrap(),
+            [(day("2026-11-20"), &usage)],
+            &latest,
+        )
+        .unwrap();
+        let csv = invoice_csv(&invoice);
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            lines[1],
+            "so-y-te,2026-11,prod,so-y-te-prod,\"Workload/cổng, \"\"chính\"\"\",cpu,2026-11-16,2026-11-30,3600000,milli-core-seconds,vCPU-hour,3600000,800,800,0"
+        );
+        assert_eq!(lines[2], "so-y-te,2026-11,TOTAL,,,,,,,,,,,800,0");
     }
 
     #[test]
