@@ -87,6 +87,22 @@ async fn create_class(
     Ok(name)
 }
 
+/// Waits until the class's status says whether the broker reached its server.
+async fn class_ready(t: &TestEnv, name: &str, want: bool) -> Result<DataServiceClass> {
+    wait_for(
+        &Api::<DataServiceClass>::all(t.client.clone()),
+        name,
+        &format!("the class to report ready={want}"),
+        DEFAULT_TIMEOUT,
+        move |c: Option<&DataServiceClass>| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.ready == Some(want))
+        },
+    )
+    .await?
+    .context("class vanished")
+}
+
 async fn delete_class(t: &TestEnv, name: &str) {
     if govbroker_e2e::keep_state() {
         return;
@@ -227,6 +243,8 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
             refused(create_claim(&t, &ns, "lac-goi", &class, "khong-co", None).await, "no plan \"khong-co\"")?;
             refused(create_claim(&t, &ns, "thu-tu", &class, "nho", None).await, "already holds 3 of the 3")?;
 
+            let reached = class_ready(&t, &class, true).await?.status.context("no status")?;
+            ensure!(reached.plans == Some(1), "plans {:?}", reached.plans);
             let ready = phase(&t, &ns, "ho-so", ClaimPhase::Ready).await?;
             let status = ready.status.clone().context("no status")?;
             ensure!(status.endpoint.as_deref() == Some("127.0.0.1:15432"), "endpoint {:?}", status.endpoint);
@@ -414,6 +432,21 @@ async fn an_unreachable_server_leaves_the_claim_pending_until_it_answers() {
                 "the admin password is in the status"
             );
 
+            let unreached = class_ready(&t, &class, false)
+                .await?
+                .status
+                .context("no status")?;
+            let condition = unreached.conditions.first().context("no condition")?;
+            ensure!(
+                condition.reason == "ServerUnavailable"
+                    && condition.message.contains("127.0.0.1:1"),
+                "class condition {condition:?}"
+            );
+            ensure!(
+                !condition.message.contains(&admin.password),
+                "the admin password is in the class status"
+            );
+
             // The server "comes back": the claim recovers by itself.
             Api::<DataServiceClass>::all(t.client.clone())
                 .patch(
@@ -423,6 +456,7 @@ async fn an_unreachable_server_leaves_the_claim_pending_until_it_answers() {
                 )
                 .await?;
             phase(&t, &ns, "cho", ClaimPhase::Ready).await?;
+            class_ready(&t, &class, true).await?;
             delete_claim(&t, &ns, "cho").await?;
             Ok(())
         }

@@ -12,6 +12,7 @@
 
 pub mod agency;
 pub mod data_service_claim;
+pub mod data_service_class;
 pub mod data_share;
 pub mod quota_request;
 mod shared_server;
@@ -32,6 +33,7 @@ pub const CONTROLLERS: &[&str] = &[
     agency::CONTROLLER,
     quota_request::CONTROLLER,
     data_service_claim::CONTROLLER,
+    data_service_class::CONTROLLER,
     data_share::CONTROLLER,
     workload::CONTROLLER,
 ];
@@ -60,6 +62,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         } => result,
         result = quota_request::run(ctx.clone(), shutdown.clone()) => result,
         result = data_service_claim::run(ctx.clone(), shutdown.clone()) => result,
+        result = data_service_class::run(ctx.clone(), shutdown.clone()) => result,
         result = data_share::run(ctx.clone(), shutdown.clone()) => result,
         result = workload::run(ctx.clone(), shutdown.clone()) => result,
         result = agency::run(ctx.clone(), agencies, shutdown.clone()) => result,
