@@ -330,6 +330,21 @@ impl Project {
         );
         self.seed_data_services()?;
 
+        step("Running the demo agencies' applications (demo/workloads.yaml)");
+        self.apply(
+            "govbroker-demo",
+            false,
+            &self.root.join("demo/workloads.yaml"),
+        )?;
+        run_cmd(self.kubectl().args([
+            "wait",
+            "--for=jsonpath={.status.phase}=Available",
+            "--timeout=120s",
+            "workloads",
+            "--all",
+            "--all-namespaces",
+        ]))?;
+
         let owner_token = self.mint_token(DEMO_OWNER.0, &[])?;
         let admin_token = self.mint_token("admin@gov.vn", &["govbroker:platform-admins"])?;
         let bin = self.cluster_bin();
@@ -352,6 +367,7 @@ impl Project {
              As a platform admin: govctl login ... --token {admin_token}\n\
              Claim a PostgreSQL database for {agency} (classes: kubectl get dsc):\n  \
                kubectl apply -f demo/claim.yaml && kubectl -n {agency}-prod get dsclaim\n\
+             Its applications: kubectl -n {agency}-prod get wl,deploy,pods   or   govctl app list --agency {agency} --env prod\n\
              HTTP/JSON: curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" https://{api}/v1/agencies\n\
              API docs:  https://{api}/openapi.json\n\n\
              Operator:  http://{metrics}/healthz  /readyz  /metrics\n\
