@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "proto/govbroker/v1/agencies.proto",
     "proto/govbroker/v1/quota_requests.proto",
     "proto/govbroker/v1/audit.proto",
+    "proto/govbroker/v1/billing.proto",
     "proto/govbroker/v1/data_services.proto",
     "proto/govbroker/v1/workloads.proto",
 ];

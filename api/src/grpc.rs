@@ -1,5 +1,6 @@
 //! The gRPC face: each method hands its request to [`Api::handle`].
 
+mod billing;
 mod data_services;
 mod workloads;
 
@@ -11,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::proto;
 use crate::proto::agencies_server::{Agencies, AgenciesServer};
 use crate::proto::audit_server::{Audit, AuditServer};
+use crate::proto::billing_server::BillingServer;
 use crate::proto::data_services_server::DataServicesServer;
 use crate::proto::quota_requests_server::{QuotaRequests, QuotaRequestsServer};
 use crate::proto::workloads_server::WorkloadsServer;
@@ -45,6 +47,7 @@ impl Grpc {
             .add_service(QuotaRequestsServer::new(self.clone()))
             .add_service(DataServicesServer::new(self.clone()))
             .add_service(WorkloadsServer::new(self.clone()))
+            .add_service(BillingServer::new(self.clone()))
             .add_service(AuditServer::new(self))
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP/JSON face: the same operations as gRPC, with proto3 JSON bodies, described
 //! by an OpenAPI document at [`OPENAPI_PATH`] built from the same protos.
 
+mod billing;
 mod data_services;
 mod workloads;
 
@@ -345,6 +346,33 @@ pub const ROUTES: &[Route] = &[
             "WorkloadEvent",
         )
     },
+    route(
+        "get",
+        "/v1/bills/{agency}",
+        "GetBill",
+        "One agency's bill for a month (default: this month), with its subtree's total.",
+        Some("GetBillRequest"),
+        None,
+        "Bill",
+    ),
+    route(
+        "get",
+        "/v1/bills/{agency}/subtree",
+        "ListBills",
+        "The totals of an agency and each of its descendants for a month.",
+        Some("ListBillsRequest"),
+        None,
+        "ListBillsResponse",
+    ),
+    route(
+        "get",
+        "/v1/bills/{agency}/export",
+        "ExportBill",
+        "One agency's bill as a CSV or JSON file (format=csv|json).",
+        Some("ExportBillRequest"),
+        None,
+        "ExportBillResponse",
+    ),
 ];
 
 fn schemas() -> &'static Map<String, Value> {
@@ -456,6 +484,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/audit", get(list_audit))
         .merge(data_services::router())
         .merge(workloads::router())
+        .merge(billing::router())
         .with_state(api)
 }
 

@@ -57,6 +57,15 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
 
     let audit = AuditLog::connect(&settings.ledger_endpoints, &settings.ledger_prefix).await?;
     info!(endpoints = %audit.endpoints(), "ledger connected");
+    let billing = crate::service::billing::BillingSource {
+        usage: govbroker_ledger::usage::UsageLedger::connect(
+            &settings.ledger_endpoints,
+            &settings.ledger_prefix,
+            govbroker_ledger::LedgerOptions::default(),
+        )
+        .await?,
+        client: client.clone(),
+    };
 
     let (agencies, agencies_writer) = reflector::store::<Agency>();
     let (quota_requests, qr_writer) = reflector::store::<QuotaRequest>();
@@ -87,6 +96,7 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         data_services,
         workloads: workloads.clone(),
         audit,
+        billing,
         calls,
         audit_failures,
     });

@@ -435,7 +435,7 @@ pub mod virtual_subresource {
 ///   requests and data shares; bound to the owners and viewers of the agency and of
 ///   every ancestor.
 /// - `govbroker:agency:<name>:owner`: change the Agency (the webhook limits which fields
-///   and to whom), read its audit trail, file and decide QuotaRequests; bound to the
+///   and to whom), read its audit trail and bills, file and decide QuotaRequests; bound to the
 ///   owners of the agency and of every ancestor. The webhook lets only the agency's own
 ///   owners edit it and only the parent's owners decide its requests.
 pub fn agency_rbac(
@@ -467,6 +467,7 @@ pub fn agency_rbac(
     };
     let quota_requests = format!("agencies/{}", virtual_subresource::QUOTA_REQUESTS);
     let audit = format!("agencies/{}", virtual_subresource::AUDIT);
+    let billing = format!("agencies/{}", virtual_subresource::BILLING);
     let data_shares = format!("agencies/{}", virtual_subresource::DATA_SHARES);
     vec![
         pair(
@@ -482,7 +483,7 @@ pub fn agency_rbac(
             agency_owner_role_name(name),
             vec![
                 rule(&["agencies"], true, &["update", "patch"]),
-                rule(&[audit.as_str()], true, &["get"]),
+                rule(&[audit.as_str(), billing.as_str()], true, &["get"]),
                 // Not limited by name: requests are named freely. No get or list: one
                 // agency must not read another's requests (the API serves them per
                 // agency, guarded by agencies/quotarequests).

@@ -7,6 +7,7 @@
 
 pub mod agencies;
 pub mod audit;
+pub mod billing;
 pub mod data_services;
 pub mod operations;
 pub mod quota_requests;
@@ -38,6 +39,8 @@ pub struct Api {
     pub workloads: kube::runtime::reflector::Store<govbroker_crds::Workload>,
     /// The audit trail.
     pub audit: AuditLog,
+    /// Usage records and price lists, for bills.
+    pub billing: billing::BillingSource,
     /// Calls by method and outcome.
     pub calls: IntCounterVec,
     /// Audit records that could not be written.
