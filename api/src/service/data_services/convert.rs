@@ -87,6 +87,8 @@ pub fn claim_to_proto(
             message: s.message.clone().unwrap_or_default(),
             conditions: s.conditions.iter().map(condition).collect(),
             observed_generation: s.observed_generation.unwrap_or_default(),
+            password_rotation: s.password_rotation.clone().unwrap_or_default(),
+            storage_bytes: s.storage_bytes.unwrap_or_default(),
         });
     proto::DataServiceClaim {
         name: claim.name_any(),
@@ -236,6 +238,7 @@ pub fn share_to_proto(share: &DataShare) -> proto::DataShare {
         revoked_at: time(s.revoked_at.as_ref()),
         message: s.message.clone().unwrap_or_default(),
         conditions: s.conditions.iter().map(condition).collect(),
+        binding_secret: s.binding_secret.clone().unwrap_or_default(),
     });
     proto::DataShare {
         name: share.name_any(),
