@@ -99,6 +99,9 @@ pub enum Command {
     /// Applications (Workloads): run, scale, pause and delete them within quota
     #[command(subcommand, after_help = crate::commands::app::APP_EXAMPLES)]
     App(crate::commands::app::AppCommand),
+    /// Monthly bills: show one, list a subtree's totals, export as CSV or JSON
+    #[command(subcommand, after_help = crate::commands::bill::BILL_EXAMPLES)]
+    Bill(crate::commands::bill::BillCommand),
     /// Print a shell completion script
     #[command(after_help = COMPLETION_EXAMPLES)]
     Completion(CompletionArgs),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use govbroker_api::proto::agencies_client::AgenciesClient;
 use govbroker_api::proto::audit_client::AuditClient;
+use govbroker_api::proto::billing_client::BillingClient;
 use govbroker_api::proto::data_services_client::DataServicesClient;
 use govbroker_api::proto::quota_requests_client::QuotaRequestsClient;
 use govbroker_api::proto::workloads_client::WorkloadsClient;
@@ -180,6 +181,11 @@ impl Connection {
     /// The Audit service.
     pub fn audit(&self) -> AuditClient<Authed> {
         AuditClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// The Billing service.
+    pub fn billing(&self) -> BillingClient<Authed> {
+        BillingClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     /// The DataServices service.

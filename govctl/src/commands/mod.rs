@@ -3,6 +3,7 @@
 pub mod agency;
 pub mod app;
 pub mod audit;
+pub mod bill;
 pub mod db;
 pub mod login;
 pub mod quota;
@@ -40,6 +41,7 @@ pub async fn run(cli: Cli, token_on_command_line: bool) -> Result<(), Failure> {
         }
         Command::App(command) => app::run(&connect(&cli.global).await?, command, format).await,
         Command::Db(command) => db::run(&connect(&cli.global).await?, command, format).await,
+        Command::Bill(command) => bill::run(&connect(&cli.global).await?, command, format).await,
     }
 }
 

@@ -1,0 +1,253 @@
+//! `govctl bill show|list|export`: monthly bills, for finance staff and agency owners.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use govbroker_api::proto;
+
+use crate::connect::Connection;
+use crate::error::Failure;
+use crate::output::{Format, Table, emit, print};
+
+/// Help of `govctl bill`.
+pub const BILL_EXAMPLES: &str = "\
+Bills are rated from exact usage (CPU and memory requests of running pods, volume
+capacity, data-service instances) with the agency's price list. Months are calendar
+months in Vietnam (Asia/Ho_Chi_Minh); the default is the current month. Amounts are
+whole đồng, each line rounded once (half up); totals are sums of lines.
+
+EXAMPLES:
+  govctl bill show so-y-te-ha-noi --month 2026-11
+  govctl bill list ubnd-tp-da-nang --month 2026-11
+  govctl bill export so-y-te-ha-noi --month 2026-11 --format csv --out so-y-te-2026-11.csv";
+
+/// `govctl bill ...`.
+#[derive(Debug, Subcommand)]
+pub enum BillCommand {
+    /// Show an agency's bill for a month: one line per workload, resource and price period
+    Show(ShowArgs),
+    /// The totals of an agency and each of its descendants for a month
+    List(MonthArgs),
+    /// Write an agency's bill as a CSV or JSON file
+    Export(ExportArgs),
+}
+
+/// An agency and a month.
+#[derive(Debug, Clone, Args)]
+pub struct MonthArgs {
+    /// The agency (slug)
+    pub agency: String,
+    /// The month, YYYY-MM [default: this month in Vietnam]
+    #[arg(long, value_name = "YYYY-MM")]
+    pub month: Option<String>,
+}
+
+/// `govctl bill show`.
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    /// The agency and month.
+    #[command(flatten)]
+    pub which: MonthArgs,
+    /// Rate with this revision of the price list [default: the latest]
+    #[arg(long, value_name = "N")]
+    pub price_list_revision: Option<i32>,
+}
+
+/// Export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Comma-separated values (UTF-8, one row per line, a TOTAL row)
+    Csv,
+    /// The bill as JSON
+    Json,
+}
+
+/// `govctl bill export`.
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    /// The agency and month.
+    #[command(flatten)]
+    pub which: MonthArgs,
+    /// File format
+    #[arg(long, value_enum, default_value_t = ExportFormat::Csv, ignore_case = true)]
+    pub format: ExportFormat,
+    /// Write to this file [default: standard output]
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Writes whole đồng the Vietnamese way: `1.234.567 ₫`.
+pub fn vnd(amount: i64) -> String {
+    let digits = amount.unsigned_abs().to_string();
+    let mut out = String::new();
+    if amount < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push('.');
+        }
+        out.push(c);
+    }
+    out.push_str(" ₫");
+    out
+}
+
+/// The bill as a table, with its totals.
+pub fn bill_table(bill: &proto::Bill) -> String {
+    let mut table = Table::new(&[
+        "environment",
+        "workload",
+        "resource",
+        "from",
+        "to",
+        "rate",
+        "amount",
+    ]);
+    for l in &bill.lines {
+        table.row(vec![
+            l.environment.clone(),
+            l.workload.clone(),
+            l.resource.clone(),
+            l.from.clone(),
+            l.to.clone(),
+            format!("{} ₫/{}", l.rate, l.priced_unit),
+            vnd(l.amount_vnd),
+        ]);
+    }
+    let mut out = format!(
+        "Agency {}, month {} (price list {} revision {})\n\n",
+        bill.agency, bill.month, bill.price_list, bill.price_list_revision
+    );
+    out.push_str(&table.render());
+    out.push_str(&format!("\nTotal:          {}\n", vnd(bill.total_vnd)));
+    if bill.subtree_total_vnd != bill.total_vnd {
+        out.push_str(&format!(
+            "With subtree:   {}\n",
+            vnd(bill.subtree_total_vnd)
+        ));
+    }
+    if bill.unobserved_bound_vnd > 0 {
+        out.push_str(&format!(
+            "Not observed:   at most {} more (not billed)\n",
+            vnd(bill.unobserved_bound_vnd)
+        ));
+    }
+    if bill.budget_vnd > 0 {
+        out.push_str(&format!(
+            "Budget:         {} ({}% used)\n",
+            vnd(bill.budget_vnd),
+            bill.budget_used_percent
+        ));
+    }
+    out
+}
+
+/// Runs a bill command.
+pub async fn run(conn: &Connection, command: BillCommand, format: Format) -> Result<(), Failure> {
+    let mut client = conn.billing();
+    match command {
+        BillCommand::Show(args) => {
+            let bill = client
+                .get_bill(proto::GetBillRequest {
+                    agency: args.which.agency,
+                    month: args.which.month.unwrap_or_default(),
+                    price_list_revision: args.price_list_revision.unwrap_or(0),
+                })
+                .await
+                .map_err(|s| conn.fail(s))?
+                .into_inner();
+            print(format, &bill, || bill_table(&bill))
+        }
+        BillCommand::List(args) => {
+            let list = client
+                .list_bills(proto::ListBillsRequest {
+                    agency: args.agency,
+                    month: args.month.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| conn.fail(s))?
+                .into_inner();
+            print(format, &list, || {
+                let mut table = Table::new(&["agency", "parent", "own", "subtree", "name"]);
+                for b in &list.bills {
+                    table.row(vec![
+                        b.agency.clone(),
+                        if b.parent.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            b.parent.clone()
+                        },
+                        vnd(b.total_vnd),
+                        vnd(b.subtree_total_vnd),
+                        b.display_name.clone(),
+                    ]);
+                }
+                table.render()
+            })
+        }
+        BillCommand::Export(args) => {
+            let file = client
+                .export_bill(proto::ExportBillRequest {
+                    agency: args.which.agency,
+                    month: args.which.month.unwrap_or_default(),
+                    format: match args.format {
+                        ExportFormat::Csv => "csv",
+                        ExportFormat::Json => "json",
+                    }
+                    .to_owned(),
+                })
+                .await
+                .map_err(|s| conn.fail(s))?
+                .into_inner();
+            match args.out {
+                Some(path) => std::fs::write(&path, file.content.as_bytes())
+                    .map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display()))),
+                None => emit(&file.content),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_written_in_dong() {
+        assert_eq!(vnd(1_234_567), "1.234.567 ₫");
+        assert_eq!(vnd(0), "0 ₫");
+        assert_eq!(vnd(-1000), "-1.000 ₫");
+    }
+
+    #[test]
+    fn a_bill_reads_as_a_table() {
+        let bill = proto::Bill {
+            agency: "so-y-te".into(),
+            month: "2026-11".into(),
+            price_list: "default".into(),
+            price_list_revision: 2,
+            lines: vec![proto::BillLine {
+                environment: "prod".into(),
+                workload: "Workload/cong".into(),
+                resource: "cpu".into(),
+                from: "2026-11-01".into(),
+                to: "2026-11-15".into(),
+                rate: "720".into(),
+                priced_unit: "vCPU-hour".into(),
+                amount_vnd: 1_234_567,
+                ..Default::default()
+            }],
+            total_vnd: 1_234_567,
+            subtree_total_vnd: 2_000_000,
+            budget_vnd: 5_000_000,
+            budget_used_percent: 24,
+            ..Default::default()
+        };
+        let text = bill_table(&bill);
+        assert!(text.contains("720 ₫/vCPU-hour"), "{text}");
+        assert!(text.contains("Total:          1.234.567 ₫"), "{text}");
+        assert!(text.contains("With subtree:   2.000.000 ₫"), "{text}");
+        assert!(text.contains("(24% used)"), "{text}");
+    }
+}
