@@ -1,0 +1,307 @@
+//! The Billing service against the real control plane, ledger and RBAC: bills rated
+//! from usage records with a mid-month price change, the subtree roll-up, exports, and
+//! who may read them.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, ensure};
+use govbroker_api::proto;
+use govbroker_api::proto::billing_client::BillingClient;
+use govbroker_crds::{Agency, AgencyLevel, AgencySpec, Owners, PriceList};
+use govbroker_domain::metering::{Attribution, Day, Integrator, Meter};
+use govbroker_e2e::api::FINANCE;
+use govbroker_e2e::{cluster, eventually, label_for_test, scenario, unique_name};
+use govbroker_ledger::LedgerOptions;
+use govbroker_ledger::usage::{AgencyCheckpoint, AgencyCommit, UsageLedger};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+
+type Billing =
+    BillingClient<tonic::service::interceptor::InterceptedService<Channel, support::Bearer>>;
+
+async fn billing(token: &str) -> Result<Billing> {
+    let server = support::server();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&server.ca_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(server.url.clone())?
+        .tls_config(tls)?
+        .connect()
+        .await?;
+    Ok(BillingClient::with_interceptor(
+        channel,
+        support::Bearer(Some(token.to_owned())),
+    ))
+}
+
+fn agency(
+    name: &str,
+    level: AgencyLevel,
+    parent: Option<&str>,
+    owner: &str,
+    prices: &str,
+) -> Agency {
+    Agency::new(
+        name,
+        AgencySpec {
+            budget: None,
+            price_list: Some(prices.to_owned()),
+            display_name: format!("Cơ quan {name}"),
+            level,
+            parent: parent.map(str::to_owned),
+            security_level: 2,
+            owners: Owners {
+                users: vec![owner.to_owned()],
+                ..Default::default()
+            },
+            viewers: Owners::default(),
+            environments: Vec::new(),
+            quota: Default::default(),
+        },
+    )
+}
+
+/// Usage of one agency: `seconds` of `rate` milli-cores (or bytes) on `day`.
+fn usage(
+    integrator: &mut Integrator,
+    agency: &str,
+    day: &str,
+    meter: Meter,
+    rate: u64,
+    seconds: i64,
+) -> Result<()> {
+    let start = day.parse::<Day>()?.start() + 3600;
+    let who = Attribution {
+        agency: agency.to_owned(),
+        environment: "prod".to_owned(),
+        namespace: format!("{agency}-prod"),
+        workload: "Workload/cong".to_owned(),
+    };
+    let key = format!("{agency}/{day}/{}", meter.label());
+    integrator.observe(&key, start, Some((who, vec![(meter, rate)])));
+    integrator.observe(&key, start + seconds, None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bills_are_rated_rolled_up_exported_and_guarded() {
+    support::server();
+    scenario("api-billing", |t| async move {
+        let id = unique_name("b");
+        let (owner_p, owner_c, owner_x) = (
+            format!("owner-p-{id}"),
+            format!("owner-c-{id}"),
+            format!("owner-x-{id}"),
+        );
+        let root = unique_name("tinh");
+        let child = format!("{root}-xa");
+        let other = unique_name("khac");
+        let prices = unique_name("gia");
+
+        // Prices: 720 ₫/vCPU-hour until the 15th, 800 from the 16th; memory 96 ₫/GiB-hour.
+        let price_list: PriceList = serde_json::from_value(serde_json::json!({
+            "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
+            "metadata": {"name": prices},
+            "spec": {"revisions": [{"revision": 1, "reason": "Quyết định thử", "rates": [
+                {"effectiveFrom": "2026-01-01", "cpuPerVcpuHour": "720",
+                 "memoryPerGibHour": "96", "storagePerGibMonth": "2976"},
+                {"effectiveFrom": "2026-11-16", "cpuPerVcpuHour": "800",
+                 "memoryPerGibHour": "96", "storagePerGibMonth": "2976"}]}]}
+        }))?;
+        let lists = Api::<PriceList>::all(t.client.clone());
+        lists.create(&PostParams::default(), &price_list).await?;
+        let result = async {
+            let agencies = Api::<Agency>::all(t.client.clone());
+            for mut ag in [
+                agency(&root, AgencyLevel::Central, None, &owner_p, &prices),
+                agency(
+                    &child,
+                    AgencyLevel::Province,
+                    Some(&root),
+                    &owner_c,
+                    &prices,
+                ),
+                agency(&other, AgencyLevel::Central, None, &owner_x, &prices),
+            ] {
+                label_for_test(&mut ag, &t.namespace);
+                agencies.create(&PostParams::default(), &ag).await?;
+            }
+            for name in [&root, &child, &other] {
+                eventually(
+                    &format!("agency {name} Ready"),
+                    Duration::from_secs(60),
+                    || {
+                        let agencies = agencies.clone();
+                        let name = name.clone();
+                        async move {
+                            let a = agencies.get(&name).await?;
+                            Ok(a.status
+                                .iter()
+                                .flat_map(|s| &s.conditions)
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                                .then_some(()))
+                        }
+                    },
+                )
+                .await?;
+            }
+
+            // Usage in the API's ledger: the child ran 1 vCPU for an hour on the 10th
+            // and on the 20th (720 + 800 = 1,520 ₫); the root held 2 GiB for an hour
+            // on the 5th (192 ₫).
+            let ledger = UsageLedger::connect(
+                &[govbroker_e2e::api::LEDGER_ENDPOINT.to_owned()],
+                &support::server().ledger_prefix,
+                LedgerOptions::default(),
+            )
+            .await?;
+            let fence = ledger.acquire(&format!("test-{id}"), 10).await?;
+            let mut integrator = Integrator::default();
+            usage(
+                &mut integrator,
+                &child,
+                "2026-11-10",
+                Meter::Cpu,
+                1000,
+                3600,
+            )?;
+            usage(
+                &mut integrator,
+                &child,
+                "2026-11-20",
+                Meter::Cpu,
+                1000,
+                3600,
+            )?;
+            usage(
+                &mut integrator,
+                &root,
+                "2026-11-05",
+                Meter::Memory,
+                2 << 30,
+                3600,
+            )?;
+            let mut commits: BTreeMap<String, AgencyCommit> = BTreeMap::new();
+            for ((agency, day), buckets) in integrator.take_days() {
+                commits
+                    .entry(agency.clone())
+                    .or_insert_with(|| AgencyCommit {
+                        checkpoint: AgencyCheckpoint {
+                            agency: agency.clone(),
+                            ..Default::default()
+                        },
+                        days: BTreeMap::new(),
+                        expected_revision: 0,
+                    })
+                    .days
+                    .insert(day, buckets);
+            }
+            let commits: Vec<AgencyCommit> = commits.into_values().collect();
+            ledger.commit(&fence, &commits).await?;
+            ledger.release(&fence).await?;
+
+            let c = cluster();
+            let as_parent = billing(&c.token(&owner_p, &[])?).await?;
+            let as_child = billing(&c.token(&owner_c, &[])?).await?;
+            let as_other = billing(&c.token(&owner_x, &[])?).await?;
+            let as_finance = billing(&c.token(&format!("fin-{id}"), &[FINANCE])?).await?;
+            let get = |agency: &str| proto::GetBillRequest {
+                agency: agency.to_owned(),
+                month: "2026-11".to_owned(),
+                price_list_revision: 0,
+            };
+
+            // RBAC takes a moment to reach the API's authorizer cache: retry the first.
+            let bill = eventually(
+                "the parent's owner reads the commune's bill",
+                Duration::from_secs(30),
+                || {
+                    let mut client = as_parent.clone();
+                    let req = get(&child);
+                    async move { Ok(client.get_bill(req).await.ok().map(|r| r.into_inner())) }
+                },
+            )
+            .await?;
+            ensure!(bill.total_vnd == 1_520, "commune bill: {bill:#?}");
+            ensure!(bill.total == "1.520 ₫");
+            ensure!(bill.lines.len() == 2, "{bill:#?}");
+            ensure!(bill.lines[0].amount_vnd == 720 && bill.lines[0].to == "2026-11-15");
+            ensure!(bill.lines[1].amount_vnd == 800 && bill.lines[1].from == "2026-11-16");
+            let province = as_parent.clone().get_bill(get(&root)).await?.into_inner();
+            ensure!(province.total_vnd == 192, "{province:#?}");
+            ensure!(province.subtree_total_vnd == 1_712, "{province:#?}");
+            let list = as_finance
+                .clone()
+                .list_bills(proto::ListBillsRequest {
+                    agency: root.clone(),
+                    month: "2026-11".to_owned(),
+                })
+                .await?
+                .into_inner();
+            ensure!(list.bills.len() == 2, "{list:#?}");
+            ensure!(list.bills[0].agency == root && list.bills[0].subtree_total_vnd == 1_712);
+            ensure!(list.bills[1].agency == child && list.bills[1].total_vnd == 1_520);
+            let csv = as_child
+                .clone()
+                .export_bill(proto::ExportBillRequest {
+                    agency: child.clone(),
+                    month: "2026-11".to_owned(),
+                    format: "csv".to_owned(),
+                })
+                .await?
+                .into_inner();
+            ensure!(csv.file_name == format!("{child}-2026-11.csv"));
+            ensure!(
+                csv.content.contains(",TOTAL,") && csv.content.contains(",1520,"),
+                "{}",
+                csv.content
+            );
+
+            // A child's owner cannot read the parent's bill; another agency reads none.
+            let denied = as_child.clone().get_bill(get(&root)).await;
+            ensure!(
+                matches!(&denied, Err(s) if s.code() == Code::PermissionDenied),
+                "{denied:?}"
+            );
+            let denied = as_other.clone().get_bill(get(&child)).await;
+            ensure!(
+                matches!(&denied, Err(s) if s.code() == Code::PermissionDenied),
+                "{denied:?}"
+            );
+            let bad = as_finance
+                .clone()
+                .get_bill(proto::GetBillRequest {
+                    month: "2026-13".to_owned(),
+                    ..get(&child)
+                })
+                .await;
+            ensure!(
+                matches!(&bad, Err(s) if s.code() == Code::InvalidArgument),
+                "{bad:?}"
+            );
+
+            // The HTTP face.
+            let response = support::http()?
+                .get(format!(
+                    "{}/v1/bills/{child}?month=2026-11",
+                    support::server().url
+                ))
+                .bearer_auth(c.token(&owner_c, &[])?)
+                .send()
+                .await?;
+            ensure!(response.status() == 200, "HTTP {}", response.status());
+            let json: serde_json::Value = response.json().await?;
+            ensure!(json["totalVnd"] == "1520", "{json}");
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = lists.delete(&prices, &DeleteParams::default()).await;
+        result.context("billing scenario")
+    })
+    .await;
+}
