@@ -48,6 +48,9 @@ pub struct CollectorConfig {
     pub lease_ttl: i64,
     /// Ledger timeouts.
     pub ledger: LedgerOptions,
+    /// How often month-to-date costs, budgets and their Events are updated in the
+    /// Agencies' status (`None`: never).
+    pub cost_interval: Option<Duration>,
 }
 
 /// Why a term ended.
@@ -637,8 +640,18 @@ async fn term(
     let mut ticker = tokio::time::interval(config.flush_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
+    let recorder = crate::costs::recorder(client, &config.holder);
+    let mut cost_ticker =
+        tokio::time::interval(config.cost_interval.unwrap_or(Duration::from_secs(3600)));
+    cost_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = cost_ticker.tick(), if config.cost_interval.is_some() => {
+                match crate::costs::update_all(client, ledger, &metrics.costs, &recorder).await {
+                    Ok(n) => tracing::debug!(updated = n, "agency costs updated"),
+                    Err(e) => tracing::warn!(error = %e, "could not update agency costs"),
+                }
+            }
             () = shutdown.cancelled() => {
                 flush(&mut state, ledger, fence, metrics).await?;
                 return Ok(());

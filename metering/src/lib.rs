@@ -10,10 +10,12 @@
 //!
 //! - [`objects`]: what each object holds and since when (pure).
 //! - [`collector`]: the watch-integrate-checkpoint loop.
+//! - [`costs`]: month-to-date cost and budgets in `Agency.status.cost`, budget Events.
 //! - [`metrics`]: its Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod collector;
+pub mod costs;
 pub mod metrics;
 pub mod objects;
 

@@ -29,6 +29,10 @@ struct Settings {
     /// Seconds between writes of usage and checkpoints.
     #[arg(long, env = "GOVBROKER_METERING_FLUSH_SECONDS", default_value_t = 30)]
     flush_seconds: u64,
+    /// Seconds between updates of the Agencies' month-to-date cost and budget status
+    /// (0: never).
+    #[arg(long, env = "GOVBROKER_METERING_COST_SECONDS", default_value_t = 300)]
+    cost_seconds: u64,
     /// TTL in seconds of the collector's fence lease (a successor waits at most this).
     #[arg(long, env = "GOVBROKER_METERING_LEASE_SECONDS", default_value_t = 45)]
     lease_seconds: i64,
@@ -71,6 +75,8 @@ fn main() -> ExitCode {
             flush_interval: Duration::from_secs(settings.flush_seconds.max(1)),
             lease_ttl: settings.lease_seconds,
             ledger: LedgerOptions::default(),
+            cost_interval: (settings.cost_seconds > 0)
+                .then(|| Duration::from_secs(settings.cost_seconds)),
         };
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub last_flush: IntGauge,
     /// Duration of successful flushes.
     pub flush_seconds: Histogram,
+    /// Per-agency cost gauges.
+    pub costs: crate::costs::CostGauges,
 }
 
 impl Metrics {
@@ -79,7 +81,9 @@ impl Metrics {
         ] {
             registry.register(m).expect("metric registered once");
         }
+        let costs = crate::costs::CostGauges::new(&registry);
         Metrics {
+            costs,
             registry,
             events,
             watch_errors,

@@ -39,6 +39,7 @@ fn config(prefix: &str, holder: &str) -> CollectorConfig {
         flush_interval: Duration::from_secs(1),
         lease_ttl: 3,
         ledger: LedgerOptions::default(),
+        cost_interval: None,
     }
 }
 

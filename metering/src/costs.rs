@@ -1,0 +1,261 @@
+//! Month-to-date cost and budgets: rates each agency's month so far from the ledger,
+//! writes `Agency.status.cost` (server-side apply, field manager `govbroker-metering`,
+//! so the agency controller's fields are untouched), emits a `BudgetThreshold` Event
+//! once per threshold and month, and exports per-agency cost gauges.
+
+use std::collections::BTreeMap;
+
+use govbroker_crds::{Agency, AgencyCostStatus, PriceList};
+use govbroker_domain::billing::{
+    PriceSchedule, Vnd, budget_status, format_vnd, rate_month, schedule_from_price_list,
+};
+use govbroker_domain::metering::{Day, Month};
+use govbroker_ledger::usage::UsageLedger;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use prometheus::{IntGaugeVec, Opts, Registry};
+
+/// Field manager of the cost status.
+pub const FIELD_MANAGER: &str = "govbroker-metering";
+
+/// The price list of agencies that name none.
+pub const DEFAULT_PRICE_LIST: &str = "default";
+
+/// Per-agency gauges.
+#[derive(Clone)]
+pub struct CostGauges {
+    /// Month-to-date cost in đồng.
+    pub month_to_date: IntGaugeVec,
+    /// Month-to-date cost as a percentage of the budget.
+    pub budget_percent: IntGaugeVec,
+}
+
+impl CostGauges {
+    /// Creates and registers the gauges.
+    pub fn new(registry: &Registry) -> CostGauges {
+        let month_to_date = IntGaugeVec::new(
+            Opts::new(
+                "govbroker_agency_month_to_date_cost_vnd",
+                "Month-to-date cost of an agency's own namespaces, in đồng",
+            ),
+            &["agency"],
+        )
+        .expect("metric");
+        let budget_percent = IntGaugeVec::new(
+            Opts::new(
+                "govbroker_agency_budget_used_percent",
+                "Month-to-date cost as a percentage of the agency's monthly budget",
+            ),
+            &["agency"],
+        )
+        .expect("metric");
+        let _ = registry.register(Box::new(month_to_date.clone()));
+        let _ = registry.register(Box::new(budget_percent.clone()));
+        CostGauges {
+            month_to_date,
+            budget_percent,
+        }
+    }
+}
+
+/// The thresholds reached now that were not reached before (same month).
+pub fn newly_reached(previous: Option<&AgencyCostStatus>, month: Month, now: &[u32]) -> Vec<u32> {
+    let before: &[u32] = match previous {
+        Some(p) if p.month == month.to_string() => &p.thresholds_reached,
+        _ => &[],
+    };
+    now.iter()
+        .copied()
+        .filter(|t| !before.contains(t))
+        .collect()
+}
+
+/// The cost status of an agency from its month-to-date bill.
+pub fn cost_status(agency: &Agency, month: Month, total: Vnd, now: i64) -> AgencyCostStatus {
+    let mut status = AgencyCostStatus {
+        month: month.to_string(),
+        month_to_date_vnd: total.0,
+        month_to_date: format_vnd(total),
+        forecast_vnd: govbroker_domain::billing::forecast(
+            total,
+            now - month.start(),
+            month.seconds(),
+        )
+        .0,
+        budget_used_percent: None,
+        thresholds_reached: Vec::new(),
+    };
+    if let Some(budget) = &agency.spec.budget {
+        let b = budget_status(
+            Vnd(budget.monthly_vnd),
+            &budget.alert_thresholds,
+            month,
+            total,
+            now,
+        );
+        status.budget_used_percent = Some(b.percent_used);
+        status.thresholds_reached = b.thresholds_reached;
+        status.forecast_vnd = b.forecast.0;
+    }
+    status
+}
+
+/// Rates every agency's month so far and updates its status, Events and gauges. Errors
+/// of one agency (no price list, unpriced usage) are logged and skip it.
+pub async fn update_all(
+    client: &Client,
+    ledger: &UsageLedger,
+    gauges: &CostGauges,
+    recorder: &Recorder,
+) -> Result<usize, kube::Error> {
+    let now = jiff::Timestamp::now().as_second();
+    let month = Day::of(now).month();
+    let agencies: Api<Agency> = Api::all(client.clone());
+    let lists: Api<PriceList> = Api::all(client.clone());
+    let mut schedules: BTreeMap<String, Option<PriceSchedule>> = BTreeMap::new();
+    let mut updated = 0;
+    let mut params = ListParams::default().limit(500);
+    loop {
+        let page = agencies.list(&params).await?;
+        for agency in &page.items {
+            let name = agency.name_any();
+            let list_name = agency
+                .spec
+                .price_list
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PRICE_LIST.to_owned());
+            if !schedules.contains_key(&list_name) {
+                let schedule = match lists.get_opt(&list_name).await? {
+                    Some(pl) => schedule_from_price_list(&pl, None)
+                        .map_err(|e| tracing::warn!(error = %e, "price list unusable"))
+                        .ok(),
+                    None => None,
+                };
+                schedules.insert(list_name.clone(), schedule);
+            }
+            let Some(schedule) = schedules[&list_name].as_ref() else {
+                continue;
+            };
+            let days = match ledger.agency_month(&name, month).await {
+                Ok(days) => days,
+                Err(e) => {
+                    tracing::warn!(error = %e, agency = %name, "cannot read usage");
+                    continue;
+                }
+            };
+            let invoice =
+                match rate_month(&name, month, days.iter().map(|(d, u)| (*d, u)), schedule) {
+                    Ok(i) => i,
+                    Err(e) => {
+                        tracing::warn!(error = %e, agency = %name, "cannot rate usage");
+                        continue;
+                    }
+                };
+            let status = cost_status(agency, month, invoice.total, now);
+            gauges
+                .month_to_date
+                .with_label_values(&[&name])
+                .set(status.month_to_date_vnd);
+            if let Some(p) = status.budget_used_percent {
+                gauges
+                    .budget_percent
+                    .with_label_values(&[&name])
+                    .set(i64::from(p));
+            }
+            let previous = agency.status.as_ref().and_then(|s| s.cost.as_ref());
+            if previous == Some(&status) {
+                continue;
+            }
+            for threshold in newly_reached(previous, month, &status.thresholds_reached) {
+                let budget = agency.spec.budget.as_ref().map_or(0, |b| b.monthly_vnd);
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "BudgetThreshold".to_owned(),
+                    note: Some(format!(
+                        "month-to-date cost {} reached {threshold}% of the monthly budget {} ({month}); forecast to month end {}",
+                        status.month_to_date,
+                        format_vnd(Vnd(budget)),
+                        format_vnd(Vnd(status.forecast_vnd))
+                    )),
+                    action: "Metering".to_owned(),
+                    secondary: None,
+                };
+                if let Err(e) = recorder.publish(&event, &agency.object_ref(&())).await {
+                    tracing::warn!(error = %e, agency = %name, "could not emit the budget Event");
+                }
+            }
+            let patch = serde_json::json!({
+                "apiVersion": Agency::api_version(&()),
+                "kind": Agency::kind(&()),
+                "status": {"cost": status},
+            });
+            agencies
+                .patch_status(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(patch),
+                )
+                .await?;
+            updated += 1;
+        }
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(updated),
+        }
+    }
+}
+
+/// The Event recorder of the collector.
+pub fn recorder(client: &Client, holder: &str) -> Recorder {
+    Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(holder.to_owned()),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agency(budget: Option<i64>) -> Agency {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "govbroker.io/v1alpha1", "kind": "Agency",
+            "metadata": {"name": "so-y-te"},
+            "spec": {"displayName": "Sở Y tế", "level": "Central", "securityLevel": 2,
+                "budget": budget.map(|b| serde_json::json!({"monthlyVnd": b}))}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn thresholds_fire_once_per_month() {
+        let month: Month = "2026-11".parse().unwrap();
+        let now = month.start() + 15 * 86_400;
+        let status = cost_status(&agency(Some(1_000_000)), month, Vnd(850_000), now);
+        assert_eq!(status.thresholds_reached, vec![50, 80]);
+        assert_eq!(status.budget_used_percent, Some(85));
+        assert_eq!(status.forecast_vnd, 1_700_000);
+        assert_eq!(status.month_to_date, "850.000 ₫");
+        assert_eq!(
+            newly_reached(None, month, &status.thresholds_reached),
+            vec![50, 80]
+        );
+        let before = AgencyCostStatus {
+            thresholds_reached: vec![50],
+            ..status.clone()
+        };
+        assert_eq!(newly_reached(Some(&before), month, &[50, 80]), vec![80]);
+        let last_month = AgencyCostStatus {
+            month: "2026-10".to_owned(),
+            ..status.clone()
+        };
+        assert_eq!(newly_reached(Some(&last_month), month, &[50]), vec![50]);
+        let none = cost_status(&agency(None), month, Vnd(10), now);
+        assert_eq!(none.budget_used_percent, None);
+        assert!(none.thresholds_reached.is_empty());
+    }
+}
