@@ -330,6 +330,24 @@ impl Project {
         );
         self.seed_data_services()?;
 
+        step("Starting the metering collector, billing with demo/price-list.yaml");
+        self.apply(
+            "govbroker-demo",
+            false,
+            &self.root.join("demo/price-list.yaml"),
+        )?;
+        self.cargo(&["build", "--quiet", "-p", "govbroker-metering"])?;
+        run_cmd(
+            Command::new(self.cluster_bin().join("govcluster"))
+                .args(["spawn", "--state-dir"])
+                .arg(self.state_dir())
+                .args(["--name", "metering", "--"])
+                .arg("env")
+                .arg(format!("KUBECONFIG={}", kubeconfig.display()))
+                .arg(self.target.join("debug").join("govbroker-metering"))
+                .args(["--flush-seconds", "10", "--cost-seconds", "60"]),
+        )?;
+
         step("Running the demo agencies' applications (demo/workloads.yaml)");
         self.apply(
             "govbroker-demo",
@@ -368,6 +386,7 @@ impl Project {
              Claim a PostgreSQL database for {agency} (classes: kubectl get dsc):\n  \
                kubectl apply -f demo/claim.yaml && kubectl -n {agency}-prod get dsclaim\n\
              Its applications: kubectl -n {agency}-prod get wl,deploy,pods   or   govctl app list --agency {agency} --env prod\n\
+             Its bill so far (usage accrues from now; metering.log): govctl bill show {agency}   and   kubectl get ag -o wide\n\
              HTTP/JSON: curl --cacert {ca} -H \"Authorization: Bearer $TOKEN\" https://{api}/v1/agencies\n\
              API docs:  https://{api}/openapi.json\n\n\
              Operator:  http://{metrics}/healthz  /readyz  /metrics\n\
