@@ -262,6 +262,17 @@ async fn bills_are_rated_rolled_up_exported_and_guarded() {
                 csv.content
             );
 
+            let xlsx = as_child
+                .clone()
+                .export_bill(proto::ExportBillRequest {
+                    agency: child.clone(),
+                    month: "2026-11".to_owned(),
+                    format: "xlsx".to_owned(),
+                })
+                .await?
+                .into_inner();
+            ensure!(xlsx.file_name.ends_with(".xlsx") && xlsx.content_base64.starts_with("UEs"));
+
             // A child's owner cannot read the parent's bill; another agency reads none.
             let denied = as_child.clone().get_bill(get(&root)).await;
             ensure!(

@@ -235,19 +235,98 @@ impl Api {
                 content_type: "text/csv; charset=utf-8".to_owned(),
                 file_name: format!("{base}.csv"),
                 content: invoice_csv(&invoice),
+                content_base64: String::new(),
             }),
             "json" => Ok(proto::ExportBillResponse {
                 content_type: "application/json".to_owned(),
                 file_name: format!("{base}.json"),
                 content: serde_json::to_string_pretty(&invoice)
                     .map_err(|e| ApiError::unavailable(e.to_string()))?,
+                content_base64: String::new(),
             }),
+            "xlsx" => {
+                use base64::Engine as _;
+                let bytes = invoice_xlsx(&invoice).map_err(|e| {
+                    ApiError::Internal(format!("cannot write the spreadsheet: {e}"))
+                })?;
+                Ok(proto::ExportBillResponse {
+                    content_type:
+                        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+                            .to_owned(),
+                    file_name: format!("{base}.xlsx"),
+                    content: String::new(),
+                    content_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+                })
+            }
             other => Err(ApiError::invalid(
                 "format",
-                format!("{other:?} is not an export format: use csv or json"),
+                format!("{other:?} is not an export format: use csv, json or xlsx"),
             )),
         }
     }
+}
+
+/// The bill as an XLSX spreadsheet: one row per line, amounts as numbers formatted as
+/// đồng (`#,##0 "₫"`: shown 1.234.567 ₫ in a Vietnamese locale), a bold totals row
+/// with SUM formulas. Quantities and rates are text: they are exact decimals that a
+/// spreadsheet's floating point could not hold; amounts are whole đồng far below 2^53,
+/// which a spreadsheet number holds exactly.
+pub fn invoice_xlsx(invoice: &Invoice) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+    use rust_xlsxwriter::{Format, Workbook};
+    let mut book = Workbook::new();
+    let bold = Format::new().set_bold();
+    let money = Format::new().set_num_format("#,##0 \"₫\"");
+    let money_bold = Format::new().set_num_format("#,##0 \"₫\"").set_bold();
+    let text = Format::new();
+    let sheet = book.add_worksheet();
+    sheet.set_name(&invoice.month.to_string())?;
+    let headers = [
+        "Cơ quan (agency)",
+        "Tháng (month)",
+        "Môi trường (environment)",
+        "Namespace",
+        "Workload",
+        "Tài nguyên (resource)",
+        "Từ ngày (from)",
+        "Đến ngày (to)",
+        "Lượng (quantity)",
+        "Đơn vị (unit)",
+        "Đơn vị tính giá (priced unit)",
+        "Đơn giá VND (rate)",
+        "Thành tiền (amount)",
+        "Chưa quan sát, tối đa (unobserved bound)",
+    ];
+    for (col, h) in headers.iter().enumerate() {
+        sheet.write_string(0, col as u16, h, &bold)?;
+        sheet.set_column_width(col as u16, 16)?;
+    }
+    let mut row: u32 = 1;
+    for l in &invoice.lines {
+        let cells = [
+            invoice.agency.clone(),
+            invoice.month.to_string(),
+            l.environment.clone(),
+            l.namespace.clone(),
+            l.workload.clone(),
+            l.meter.label(),
+            l.from.to_string(),
+            l.to.to_string(),
+            l.quantity.to_string(),
+            l.unit.clone(),
+            l.priced_unit.clone(),
+            l.rate.to_string(),
+        ];
+        for (col, c) in cells.iter().enumerate() {
+            sheet.write_string(row, col as u16, c, &text)?;
+        }
+        sheet.write_number(row, 12, l.amount.0 as f64, &money)?;
+        sheet.write_number(row, 13, l.unobserved_bound_amount.0 as f64, &money)?;
+        row += 1;
+    }
+    sheet.write_string(row, 0, "Tổng cộng (total)", &bold)?;
+    sheet.write_formula(row, 12, &format!("=SUM(M2:M{row})"), &money_bold)?;
+    sheet.write_formula(row, 13, &format!("=SUM(N2:N{row})"), &money_bold)?;
+    book.save_to_buffer()
 }
 
 /// A bill as a message.
@@ -297,3 +376,44 @@ operation!(proto::ListBillsRequest => proto::ListBillsResponse, methods::LIST_BI
 operation!(proto::ExportBillRequest => proto::ExportBillResponse, methods::EXPORT_BILL,
     |r| bill_target(&r.agency),
     |api, caller, req| api.export_bill(caller, req));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use govbroker_domain::billing::{PriceSchedule, RateSet};
+    use govbroker_domain::metering::{DayUsage, Meter, Quantity, UsageEntry};
+
+    #[test]
+    fn a_bill_becomes_a_spreadsheet() {
+        let prices = PriceSchedule::new(
+            "p",
+            1,
+            vec![RateSet {
+                effective_from: "2026-01-01".parse().unwrap(),
+                cpu_per_vcpu_hour: "720".parse().unwrap(),
+                memory_per_gib_hour: "96".parse().unwrap(),
+                storage_per_gib_month: "2976".parse().unwrap(),
+                data_service_per_plan_hour: BTreeMap::new(),
+            }],
+        )
+        .unwrap();
+        let usage = DayUsage {
+            usage: vec![UsageEntry {
+                environment: "prod".into(),
+                namespace: "so-y-te-prod".into(),
+                workload: "Workload/cong".into(),
+                meter: Meter::Cpu,
+                quantity: Quantity(3_600_000),
+            }],
+            unobserved_bound: vec![],
+        };
+        let day: Day = "2026-11-02".parse().unwrap();
+        let invoice = rate_month("so-y-te", day.month(), [(day, &usage)], &prices).unwrap();
+        let bytes = invoice_xlsx(&invoice).unwrap();
+        assert_eq!(&bytes[..2], b"PK", "an XLSX file is a zip archive");
+        assert!(bytes.len() > 1000);
+        let bill = invoice_to_proto(&invoice);
+        assert_eq!(bill.total, "720 ₫");
+        assert_eq!(bill.lines[0].resource, "cpu");
+    }
+}

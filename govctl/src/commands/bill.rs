@@ -19,7 +19,8 @@ whole đồng, each line rounded once (half up); totals are sums of lines.
 EXAMPLES:
   govctl bill show so-y-te-ha-noi --month 2026-11
   govctl bill list ubnd-tp-da-nang --month 2026-11
-  govctl bill export so-y-te-ha-noi --month 2026-11 --format csv --out so-y-te-2026-11.csv";
+  govctl bill export so-y-te-ha-noi --month 2026-11 --format csv --out so-y-te-2026-11.csv
+  govctl bill export so-y-te-ha-noi --month 2026-11 --format xlsx --out so-y-te-2026-11.xlsx";
 
 /// `govctl bill ...`.
 #[derive(Debug, Subcommand)]
@@ -28,7 +29,7 @@ pub enum BillCommand {
     Show(ShowArgs),
     /// The totals of an agency and each of its descendants for a month
     List(MonthArgs),
-    /// Write an agency's bill as a CSV or JSON file
+    /// Write an agency's bill as a CSV, JSON or XLSX file
     Export(ExportArgs),
 }
 
@@ -60,6 +61,8 @@ pub enum ExportFormat {
     Csv,
     /// The bill as JSON
     Json,
+    /// An XLSX spreadsheet (needs --out)
+    Xlsx,
 }
 
 /// `govctl bill export`.
@@ -194,16 +197,28 @@ pub async fn run(conn: &Connection, command: BillCommand, format: Format) -> Res
                     format: match args.format {
                         ExportFormat::Csv => "csv",
                         ExportFormat::Json => "json",
+                        ExportFormat::Xlsx => "xlsx",
                     }
                     .to_owned(),
                 })
                 .await
                 .map_err(|s| conn.fail(s))?
                 .into_inner();
+            let bytes = if file.content_base64.is_empty() {
+                file.content.into_bytes()
+            } else {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD
+                    .decode(&file.content_base64)
+                    .map_err(|e| Failure::other(format!("the server sent a corrupt file: {e}")))?
+            };
             match args.out {
-                Some(path) => std::fs::write(&path, file.content.as_bytes())
+                Some(path) => std::fs::write(&path, &bytes)
                     .map_err(|e| Failure::other(format!("cannot write {}: {e}", path.display()))),
-                None => emit(&file.content),
+                None if args.format == ExportFormat::Xlsx => Err(Failure::usage(
+                    "an XLSX file is binary: write it to a file with --out FILE",
+                )),
+                None => emit(&String::from_utf8_lossy(&bytes)),
             }
         }
     }
