@@ -39,6 +39,13 @@ struct Settings {
     /// This collector's identity in the fence (default: host name and pid).
     #[arg(long, env = "GOVBROKER_METERING_HOLDER")]
     holder: Option<String>,
+    /// Address of the HTTP server for /metrics and /healthz.
+    #[arg(
+        long,
+        env = "GOVBROKER_METERING_METRICS_ADDR",
+        default_value = "127.0.0.1:18090"
+    )]
+    metrics_addr: std::net::SocketAddr,
     /// Which logs to write, as a tracing filter.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log_filter: String,
@@ -90,6 +97,16 @@ fn main() -> ExitCode {
             signal.cancel();
         });
         let metrics = Metrics::new();
+        {
+            let metrics = metrics.clone();
+            let addr = settings.metrics_addr;
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Err(e) = metrics.serve(addr, shutdown).await {
+                    tracing::warn!(error = %e, %addr, "cannot serve metrics");
+                }
+            });
+        }
         let client = match kube::Client::try_default().await {
             Ok(c) => c,
             Err(e) => {

@@ -96,6 +96,46 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        use prometheus::Encoder as _;
+        let mut out = Vec::new();
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Serves `/metrics` (and `/healthz`) on `addr` until `shutdown`.
+    pub async fn serve(
+        self,
+        addr: std::net::SocketAddr,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> std::io::Result<()> {
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let app = axum::Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = self.clone();
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                "text/plain; version=0.0.4",
+                            )],
+                            metrics.encode(),
+                        )
+                    }
+                }),
+            );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
