@@ -236,6 +236,15 @@ pub const ROUTES: &[Route] = &[
         "DataServiceBinding",
     ),
     route(
+        "post",
+        "/v1/dataserviceclaims/{agency}/{environment}/{name}/rotate-password",
+        "RotateDataServicePassword",
+        "Gives a claim a new password (the binding Secret follows).",
+        Some("RotateDataServicePasswordRequest"),
+        None,
+        "DataServiceClaim",
+    ),
+    route(
         "get",
         "/v1/datashares",
         "ListDataShares",

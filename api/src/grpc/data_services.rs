@@ -44,6 +44,12 @@ impl DataServices for Grpc {
     ) -> Result<Response<proto::DataServiceBinding>, Status> {
         self.unary(r).await
     }
+    async fn rotate_data_service_password(
+        &self,
+        r: Request<proto::RotateDataServicePasswordRequest>,
+    ) -> Result<Response<proto::DataServiceClaim>, Status> {
+        self.unary(r).await
+    }
     async fn create_data_share(
         &self,
         r: Request<proto::CreateDataShareRequest>,

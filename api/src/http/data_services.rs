@@ -27,6 +27,10 @@ pub fn router() -> Router<Arc<Api>> {
             "/v1/dataserviceclaims/{agency}/{environment}/{name}/binding",
             get(get_binding),
         )
+        .route(
+            "/v1/dataserviceclaims/{agency}/{environment}/{name}/rotate-password",
+            post(rotate_password),
+        )
         .route("/v1/datashares", get(list_shares).post(create_share))
         .route("/v1/datashares/{name}/approve", post(approve_share))
         .route("/v1/datashares/{name}/revoke", post(revoke_share))
@@ -104,6 +108,24 @@ async fn get_binding(
 ) -> Response {
     let request = from_query::<proto::GetDataServiceBindingRequest>(
         "GetDataServiceBindingRequest",
+        q,
+        &[
+            ("agency", &agency),
+            ("environment", &environment),
+            ("name", &name),
+        ],
+    );
+    respond(&api, &headers, request).await
+}
+
+async fn rotate_password(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path((agency, environment, name)): ClaimPath,
+    Query(q): Params,
+) -> Response {
+    let request = from_query::<proto::RotateDataServicePasswordRequest>(
+        "RotateDataServicePasswordRequest",
         q,
         &[
             ("agency", &agency),

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use govbroker_crds::data_service_claim::ROTATE_PASSWORD_ANNOTATION;
 use govbroker_crds::{
     DataServiceClaim, DataServiceClass, DataServiceEngine, DataShare, DataShareSpec, ShareAccess,
     ShareConsumer, ShareOwner,
@@ -76,6 +77,9 @@ pub mod methods {
     /// is recorded like a change (who read which database's password, and when).
     pub const GET_BINDING: Method =
         Method::write("govbroker.v1.DataServices/GetDataServiceBinding");
+    /// DataServices/RotateDataServicePassword.
+    pub const ROTATE_PASSWORD: Method =
+        Method::write("govbroker.v1.DataServices/RotateDataServicePassword");
     /// DataServices/CreateDataShare.
     pub const CREATE_SHARE: Method = Method::write("govbroker.v1.DataServices/CreateDataShare");
     /// DataServices/ListDataShares.
@@ -543,6 +547,30 @@ impl Api {
         ))
     }
 
+    /// RotateDataServicePassword: sets the claim's rotation annotation (to the time of
+    /// the call) as the caller; the broker rotates the password and records the value in
+    /// `status.passwordRotation`.
+    pub async fn rotate_data_service_password(
+        &self,
+        caller: Caller,
+        request: proto::RotateDataServicePasswordRequest,
+    ) -> Result<proto::DataServiceClaim, ApiError> {
+        let namespace = claim_address(&request.agency, &request.environment, &request.name)?;
+        let api =
+            KubeApi::<DataServiceClaim>::namespaced(self.identity.client_for(&caller)?, &namespace);
+        let requested = jiff::Timestamp::now().to_string();
+        let patch = json!({"metadata": {"annotations": {ROTATE_PASSWORD_ANNOTATION: requested}}});
+        let patched = api
+            .patch(&request.name, &patch_params(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| ApiError::from_kube(e, &claim_what(&namespace, &request.name)))?;
+        Ok(claim_to_proto(
+            &patched,
+            &request.agency,
+            &request.environment,
+        ))
+    }
+
     /// Why a claim has no binding (said only to callers who may read its Secrets).
     fn no_binding_yet(&self, namespace: &str, name: &str) -> ApiError {
         let what = claim_what(namespace, name);
@@ -852,6 +880,9 @@ operation!(proto::DeleteDataServiceClaimRequest => proto::DeleteDataServiceClaim
 operation!(proto::GetDataServiceBindingRequest => proto::DataServiceBinding, methods::GET_BINDING,
     |r| claim_target(&r.agency, &r.environment, &r.name),
     |api, caller, req| api.get_data_service_binding(caller, req));
+operation!(proto::RotateDataServicePasswordRequest => proto::DataServiceClaim, methods::ROTATE_PASSWORD,
+    |r| claim_target(&r.agency, &r.environment, &r.name),
+    |api, caller, req| api.rotate_data_service_password(caller, req));
 operation!(proto::CreateDataShareRequest => proto::DataShare, methods::CREATE_SHARE,
     |r| target("DataShare", &r.name, Some(&r.owner_agency)),
     |api, caller, req| api.create_data_share(caller, req),

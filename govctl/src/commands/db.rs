@@ -46,6 +46,9 @@ pub enum DbCommand {
     /// Print a claim's connection details and credentials (the agency's owners only)
     #[command(after_help = CREDENTIALS_EXAMPLES)]
     Credentials(CredentialsArgs),
+    /// Give a claim a new password (the binding Secret follows at once)
+    #[command(after_help = ROTATE_EXAMPLES)]
+    Rotate(ClaimArgs),
     /// Propose sharing a claim read-only with another agency until an expiry
     #[command(after_help = SHARE_EXAMPLES)]
     Share(ShareArgs),
@@ -223,6 +226,14 @@ pub struct CredentialsArgs {
     #[arg(long)]
     pub uri: bool,
 }
+
+const ROTATE_EXAMPLES: &str = "\
+The broker changes the password on the server and in the binding Secret; open connections
+stay open, new ones need the new password (workloads that mount the Secret pick it up when
+they reconnect). `govctl db get` shows the rotation (Password Rotated) once it is done.
+
+EXAMPLES:
+  govctl db rotate csdl-ho-tich --agency so-tu-phap-ha-noi --env prod";
 
 const SHARE_EXAMPLES: &str = "\
 Proposes a share; it grants nothing until an owner of the agency whose data is shared
@@ -487,6 +498,27 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
             }
             print(format, &binding, || binding_table(&binding))
         }
+        DbCommand::Rotate(args) => {
+            let claim = client
+                .rotate_data_service_password(proto::RotateDataServicePasswordRequest {
+                    agency: args.place.agency,
+                    environment: args.place.env,
+                    name: args.name,
+                })
+                .await
+                .map_err(|s| conn.fail(s))?
+                .into_inner();
+            print(format, &claim, || {
+                claims_table(std::slice::from_ref(&claim), now)
+            })?;
+            if format == Format::Table {
+                eprintln!(
+                    "rotation requested: `govctl db credentials {} --agency {} --env {}` shows the new password once the broker has changed it",
+                    claim.name, claim.agency, claim.environment
+                );
+            }
+            Ok(())
+        }
         DbCommand::Share(args) => {
             let created = client
                 .create_data_share(proto::CreateDataShareRequest {
@@ -691,6 +723,9 @@ pub fn claim_details(claim: &DataServiceClaim, now: jiff::Timestamp) -> String {
             .map(|p| format!("{}={}", p.key, p.value))
             .collect();
         out.push_str(&format!("Parameters:      {}\n", params.join(" ")));
+    }
+    if !status.password_rotation.is_empty() {
+        out.push_str(&format!("Password Rotated: {}\n", status.password_rotation));
     }
     if status.retained {
         out.push_str("Retained:        true (the data stays on the server)\n");
