@@ -136,9 +136,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
     .default_backoff()
     .touched_objects();
 
-    // Namespaces wake nothing; their stream only keeps the cache current.
-    tokio::spawn(ns_stream.for_each(|_| futures::future::ready(())));
-
     let ready = {
         let (n, q, d, s, b) = (
             namespaces.clone(),
@@ -178,6 +175,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
             .collect::<Vec<_>>()
     };
 
+    // A namespace whose labels change (the agency's security level) re-renders its
+    // workloads: the pod template's hardening depends on the level.
+    let in_namespace = {
+        let workloads = controller.store();
+        move |ns: PartialObjectMeta<Namespace>| {
+            let ns = ns.name_any();
+            workloads
+                .state()
+                .iter()
+                .filter(|w| w.namespace().as_deref() == Some(ns.as_str()))
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+
     let state = Arc::new(State {
         ctx: ctx.clone(),
         policy: ctx.settings.image_policy.clone(),
@@ -196,6 +208,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         .owns_stream(svc_stream)
         .owns_stream(pdb_stream)
         .watches_stream(rq_stream, waiting_for_room)
+        .watches_stream(ns_stream, in_namespace)
         .with_config(kube::runtime::controller::Config::default().concurrency(32))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, state)
@@ -271,7 +284,7 @@ async fn reconcile(w: Arc<Workload>, state: Arc<State>) -> Result<Action, Error>
     }
     state.succeeded(&w);
     Ok(match outcome {
-        Err(Blocked::Quota(_)) => Action::requeue(RECHECK),
+        Err(Blocked::Quota(_) | Blocked::NotAgencyNamespace(_)) => Action::requeue(RECHECK),
         Err(Blocked::BindingMissing(_)) => Action::requeue(Duration::from_secs(5)),
         _ => Action::await_change(),
     })

@@ -2,6 +2,9 @@
 //! sane resources ([`govbroker_domain::workload::validate`]), and an image from a
 //! registry the agency's security level allows (the operator's `--image-policy`).
 
+use std::sync::OnceLock;
+
+use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use govbroker_crds::Workload;
 use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL};
@@ -11,6 +14,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::PartialObjectMeta;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
 
 use super::{Refusal, WebhookState, refuse};
 use crate::Context;
@@ -36,6 +41,40 @@ pub fn webhook(ctx: &Context, ca_bundle: &[u8]) -> ValidatingWebhook {
         }]),
         ..Default::default()
     }
+}
+
+/// The agencies' namespaces (labelled with their agency), kept by a watch started with the
+/// first review, so that admitting a workload costs no request to the API server.
+static NAMESPACES: OnceLock<Store<PartialObjectMeta<Namespace>>> = OnceLock::new();
+
+/// The namespace `name`, from the cache, or read live when the cache does not have it
+/// (not filled yet, or the namespace is seconds old).
+async fn agency_namespace(
+    client: &kube::Client,
+    name: &str,
+) -> Result<Option<PartialObjectMeta<Namespace>>, kube::Error> {
+    let store = NAMESPACES.get_or_init(|| {
+        let (reader, writer) = reflector::store();
+        let stream = reflector::reflector(
+            writer,
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                watcher::Config::default()
+                    .labels(AGENCY_LABEL)
+                    .any_semantic(),
+            ),
+        )
+        .default_backoff()
+        .touched_objects();
+        tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+        reader
+    });
+    if let Some(ns) = store.get(&ObjectRef::new(name)) {
+        return Ok(Some(ns.as_ref().clone()));
+    }
+    Api::<Namespace>::all(client.clone())
+        .get_metadata_opt(name)
+        .await
 }
 
 /// Admits or refuses a Workload create or update.
@@ -67,10 +106,7 @@ async fn validate_now(
         );
     }
     let namespace = request.namespace.clone().unwrap_or_default();
-    let ns = match Api::<PartialObjectMeta<Namespace>>::all(state.client.clone())
-        .get_metadata_opt(&namespace)
-        .await
-    {
+    let ns = match agency_namespace(&state.client, &namespace).await {
         Ok(ns) => ns,
         Err(e) => {
             return refuse(
