@@ -739,3 +739,81 @@ async fn a_share_lets_the_consumer_read_not_write_until_revoked_or_expired() {
     })
     .await;
 }
+
+/// A rustls client configuration trusting only the CA in `pem`.
+fn trusting(pem: &[u8]) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert?)?;
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    )
+}
+
+#[tokio::test]
+async fn a_class_with_tls_is_served_over_a_verified_connection() {
+    start();
+    scenario("ds-tls", |t: TestEnv| async move {
+        let admin = t.cluster.postgres_admin()?;
+        admin_secret(&t, "pg-admin", &admin).await?;
+        // The local PostgreSQL serves a certificate of the cluster's CA; the webhook's CA
+        // is another one, which must not be trusted for it.
+        let cluster_ca = std::fs::read(t.cluster.state_dir.join("pki/ca.crt"))?;
+        let other_ca = std::fs::read(t.cluster.state_dir.join("webhook-pki/ca.crt"))?;
+        for (name, pem) in [("pg-ca", &cluster_ca), ("khac-ca", &other_ca)] {
+            t.api::<Secret>()
+                .create(&PostParams::default(), &serde_json::from_value(json!({
+                    "metadata": {"name": name},
+                    "data": {"ca.crt": k8s_openapi::ByteString(pem.clone())},
+                }))?)
+                .await?;
+        }
+        let class = create_class(&t, "postgres", 15432, "pg-admin", json!({"maxConnections": 5})).await?;
+        let (_, ns) = agency_for_claims(&t, "ds-tls", 2, "chu@test.gov.vn", &[(&class, 1)]).await?;
+        let classes = Api::<DataServiceClass>::all(t.client.clone());
+        let set_ca = |secret: &str| Patch::Merge(json!({"spec": {"server": {"tls": {"enabled": true, "caSecretRef": {"namespace": t.namespace, "name": secret}}}}}));
+        let pg = connect(&admin.postgres_config("postgres")).await?;
+        let outcome = async {
+            // A CA that did not sign the server's certificate: the broker refuses the server.
+            classes.patch(&class, &PatchParams::default(), &set_ca("khac-ca")).await?;
+            let refused = class_ready(&t, &class, false).await?.status.context("no status")?;
+            let message = &refused.conditions.first().context("no condition")?.message;
+            ensure!(message.to_lowercase().contains("certificate"), "class condition {message:?}");
+
+            classes.patch(&class, &PatchParams::default(), &set_ca("pg-ca")).await?;
+            class_ready(&t, &class, true).await?;
+            create_claim(&t, &ns, "bao-mat", &class, "nho", Some("Delete")).await?;
+            let ready = phase(&t, &ns, "bao-mat", ClaimPhase::Ready).await?;
+            let b = binding(&t, &ready).await?;
+            ensure!(b["sslmode"] == "verify-full" && b["uri"].ends_with("?sslmode=verify-full"), "binding {:?}", b.keys());
+            ensure!(b["ca.crt"].as_bytes() == cluster_ca.as_slice(), "the binding's ca.crt is not the class's CA");
+            let mut config = as_binding(&b, &b["database"])?;
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = config
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(trusting(b["ca.crt"].as_bytes())?))
+                .await
+                .context("the binding's credentials connect over TLS with its ca.crt")?;
+            tokio::spawn(connection);
+            let ssl: bool = client.query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[]).await?.get(0);
+            ensure!(ssl, "the connection is not encrypted");
+            drop(client);
+            delete_claim(&t, &ns, "bao-mat").await
+        }
+        .await;
+        delete_class(&t, &class).await;
+        let names = instance_names(&ns, "bao-mat");
+        for statement in drop_instance(&names.database, &names.role)? {
+            let _ = pg.batch_execute(&statement).await;
+        }
+        outcome
+    })
+    .await;
+}

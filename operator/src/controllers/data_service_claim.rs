@@ -311,6 +311,7 @@ async fn provision(
             DataServiceEngine::Postgres => &names.database,
             DataServiceEngine::Redis => &names.key_prefix,
         },
+        target.tls.as_ref(),
     );
     let labels = BTreeMap::from([(CLAIM_LABEL.to_owned(), claim.name_any())]);
     let up_to_date = existing.as_ref().is_some_and(|s| {

@@ -390,6 +390,7 @@ async fn grant(share: &DataShare, state: &State) -> Result<Result<Target, Proble
             DataServiceEngine::Postgres => &owner_names.database,
             DataServiceEngine::Redis => &owner_names.key_prefix,
         },
+        target.tls.as_ref(),
     );
     let owner_ref = share.controller_owner_ref(&());
     for namespace in &namespaces {

@@ -46,6 +46,8 @@ pub(crate) struct Target {
     pub(crate) max_connections: Option<u32>,
     admin_user: String,
     admin_password: String,
+    /// TLS towards the server, when the class asks for it.
+    pub(crate) tls: Option<ServerTls>,
 }
 
 impl Target {
@@ -110,14 +112,22 @@ pub(crate) async fn target(
             ),
         }));
     }
-    if class.spec.server.tls.enabled {
+    if class.spec.server.tls.enabled && class.spec.engine == DataServiceEngine::Redis {
         return Ok(Err(Problem::Failed {
             reason: "TlsNotSupported",
             message: format!(
-                "DataServiceClass \"{class_name}\" asks for TLS to its server, which the broker does not support yet"
+                "DataServiceClass \"{class_name}\" asks for TLS to its Redis server, which the broker does not support yet (it does for PostgreSQL): set spec.server.tls.enabled: false for a server on a trusted network"
             ),
         }));
     }
+    let tls = if class.spec.server.tls.enabled {
+        match server_tls(client, &class).await? {
+            Ok(tls) => Some(tls),
+            Err(problem) => return Ok(Err(problem)),
+        }
+    } else {
+        None
+    };
     let max_connections = found
         .and_then(|p| p.limits.as_ref())
         .and_then(|l| l.max_connections)
@@ -143,7 +153,75 @@ pub(crate) async fn target(
         max_connections,
         admin_user,
         admin_password,
+        tls,
     }))
+}
+
+/// How the broker checks a server's certificate: against the CA of the class's
+/// `tls.caSecretRef` (key `ca.crt`), or the system's trusted roots.
+pub(crate) struct ServerTls {
+    /// The rustls configuration (ring), verifying the server's name.
+    pub(crate) config: rustls::ClientConfig,
+    /// The CA certificate (PEM) from the class, handed on in binding Secrets.
+    pub(crate) ca_pem: Option<String>,
+}
+
+async fn server_tls(
+    client: &kube::Client,
+    class: &DataServiceClass,
+) -> Result<Result<ServerTls, Problem>, Error> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let class_name = class.name_any();
+    let mut roots = rustls::RootCertStore::empty();
+    let mut ca_pem = None;
+    if let Some(secret_ref) = &class.spec.server.tls.ca_secret_ref {
+        let secret = Api::<Secret>::namespaced(client.clone(), &secret_ref.namespace)
+            .get_opt(&secret_ref.name)
+            .await?;
+        let Some(pem) = secret.as_ref().and_then(|s| secret_text(s, "ca.crt")) else {
+            return Ok(Err(Problem::Unavailable {
+                reason: "CaSecretMissing",
+                message: format!(
+                    "the CA Secret {}/{} of DataServiceClass \"{class_name}\" is missing or lacks the key ca.crt",
+                    secret_ref.namespace, secret_ref.name
+                ),
+            }));
+        };
+        for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let added = cert
+                .map_err(|e| e.to_string())
+                .and_then(|c| roots.add(c).map_err(|e| e.to_string()));
+            if let Err(e) = added {
+                return Ok(Err(Problem::Failed {
+                    reason: "InvalidCa",
+                    message: format!(
+                        "ca.crt of Secret {}/{} (DataServiceClass \"{class_name}\") is not a PEM certificate: {e}",
+                        secret_ref.namespace, secret_ref.name
+                    ),
+                }));
+            }
+        }
+        ca_pem = Some(pem);
+    } else {
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    }
+    if roots.is_empty() {
+        return Ok(Err(Problem::Failed {
+            reason: "InvalidCa",
+            message: format!(
+                "no CA certificate to check the server of DataServiceClass \"{class_name}\" against: set spec.server.tls.caSecretRef"
+            ),
+        }));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::DataService(format!("TLS configuration: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Ok(ServerTls { config, ca_pem }))
 }
 
 pub(crate) fn new_password() -> Result<String, Error> {
@@ -168,13 +246,30 @@ pub(crate) async fn postgres(
         .dbname(database)
         .application_name("govbroker-operator")
         .connect_timeout(CONNECT_TIMEOUT);
-    let (client, connection) = match config.connect(tokio_postgres::NoTls).await {
-        Ok(pair) => pair,
-        Err(e) => return Err(target.unavailable(&pg_error(&e))),
+    let client = match &target.tls {
+        Some(tls) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls.config.clone());
+            let (client, connection) = config
+                .connect(connector)
+                .await
+                .map_err(|e| target.unavailable(&pg_error(&e)))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
+        None => {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(|e| target.unavailable(&pg_error(&e)))?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            client
+        }
     };
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
     client
         .batch_execute("SET standard_conforming_strings = on")
         .await
@@ -297,7 +392,8 @@ impl<K: kube::Resource<DynamicType = ()>> Backoff<K> {
 
 /// The data of a binding Secret: `host`, `port`, `username`, `password`, `database`
 /// (PostgreSQL) or `prefix` (Redis, without the `:`), and a `uri` with the user,
-/// password and database percent-encoded.
+/// password and database percent-encoded. With TLS, also `sslmode` (`verify-full`, in
+/// the URI too) and the class's CA as `ca.crt` when it names one.
 pub(crate) fn binding_data(
     engine: DataServiceEngine,
     host: &str,
@@ -305,6 +401,7 @@ pub(crate) fn binding_data(
     user: &str,
     password: &str,
     database_or_prefix: &str,
+    tls: Option<&ServerTls>,
 ) -> BTreeMap<String, ByteString> {
     let enc = |s: &str| percent_encoding::utf8_percent_encode(s, UNRESERVED_KEPT).to_string();
     let mut data: BTreeMap<String, String> = BTreeMap::from([
@@ -319,12 +416,20 @@ pub(crate) fn binding_data(
             data.insert(
                 "uri".to_owned(),
                 format!(
-                    "postgresql://{}:{}@{host}:{port}/{}",
+                    "postgresql://{}:{}@{host}:{port}/{}{}",
                     enc(user),
                     enc(password),
-                    enc(database_or_prefix)
+                    enc(database_or_prefix),
+                    if tls.is_some() {
+                        "?sslmode=verify-full"
+                    } else {
+                        ""
+                    }
                 ),
             );
+            if tls.is_some() {
+                data.insert("sslmode".to_owned(), "verify-full".to_owned());
+            }
         }
         DataServiceEngine::Redis => {
             data.insert("prefix".to_owned(), database_or_prefix.to_owned());
@@ -333,6 +438,9 @@ pub(crate) fn binding_data(
                 format!("redis://{}:{}@{host}:{port}", enc(user), enc(password)),
             );
         }
+    }
+    if let Some(ca) = tls.and_then(|t| t.ca_pem.as_ref()) {
+        data.insert("ca.crt".to_owned(), ca.clone());
     }
     data.into_iter()
         .map(|(k, v)| (k, ByteString(v.into_bytes())))

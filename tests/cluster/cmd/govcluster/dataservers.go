@@ -240,6 +240,30 @@ func preparePostgres(stateDir string) (component, error) {
 		return component{}, err
 	}
 
+	// TLS with a serving certificate of the cluster's CA (<state>/pki/ca.crt), so that
+	// classes with tls.enabled can be tested; plain connections stay allowed. The key is
+	// copied into the data directory: PostgreSQL wants it owned by its user, mode 0600.
+	p, err := loadOrCreatePKI(filepath.Join(stateDir, "pki"))
+	if err != nil {
+		return component{}, err
+	}
+	if err := p.ensureServing("postgres", "127.0.0.1", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
+		return component{}, err
+	}
+	for _, f := range []struct{ from, to string }{{"postgres.crt", "server.crt"}, {"postgres.key", "server.key"}} {
+		data, err := os.ReadFile(p.path(f.from))
+		if err != nil {
+			return component{}, err
+		}
+		to := filepath.Join(dataDir, f.to)
+		if err := os.WriteFile(to, data, 0o600); err != nil {
+			return component{}, err
+		}
+		if err := chownTo(to, cred); err != nil {
+			return component{}, err
+		}
+	}
+
 	// The unix socket sits in the data directory, unless the path is too long for one
 	// (sun_path holds 107 bytes); clients use TCP anyway.
 	socketDir := dataDir
@@ -254,6 +278,9 @@ func preparePostgres(stateDir string) (component, error) {
 			"-c", "unix_socket_directories=" + socketDir,
 			"-c", "shared_buffers=32MB",
 			"-c", "max_connections=100",
+			"-c", "ssl=on",
+			"-c", "ssl_cert_file=server.crt",
+			"-c", "ssl_key_file=server.key",
 		},
 		ready: func(timeout time.Duration) error { return waitPostgres(stateDir, binDir, timeout) },
 	}, nil
