@@ -540,6 +540,47 @@ async fn run(
         }
     }
 
+    // Rotation: A's owners may give the claim a new password; the Secret follows.
+    let rotate = || {
+        let (agency, environment, name) = address(&a, "csdl");
+        proto::RotateDataServicePasswordRequest {
+            agency,
+            environment,
+            name,
+        }
+    };
+    for (who, caller, want) in [
+        ("viewer of A", &as_viewer_a, Code::PermissionDenied),
+        ("owner of B", &as_owner_b, Code::PermissionDenied),
+        ("owner of A", &as_owner_a, Code::Ok),
+    ] {
+        let got = code(
+            caller
+                .data_services
+                .clone()
+                .rotate_data_service_password(rotate())
+                .await,
+        );
+        check("RotateDataServicePassword(A/csdl)", who, got, want);
+    }
+    let old_password = stored("password");
+    eventually(
+        "the binding has a new password",
+        Duration::from_secs(60),
+        || {
+            let mut client = as_owner_a.data_services.clone();
+            let (a, old_password) = (a.clone(), old_password.clone());
+            async move {
+                let b = client
+                    .get_data_service_binding(binding(&a, "csdl"))
+                    .await?
+                    .into_inner();
+                Ok((!b.password.is_empty() && b.password != old_password).then_some(()))
+            }
+        },
+    )
+    .await?;
+
     // Shares: A's owner proposes; only A's owners approve; either side's owners revoke.
     let expires = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_hours(24 * 30))?
@@ -848,6 +889,12 @@ async fn run(
         ("/ApproveDataShare", owner_b.as_str(), "permission_denied"),
         ("/RevokeDataShare", owner_b.as_str(), "ok"),
         ("/DeleteDataServiceClaim", owner_a.as_str(), "ok"),
+        ("/RotateDataServicePassword", owner_a.as_str(), "ok"),
+        (
+            "/RotateDataServicePassword",
+            viewer_a.as_str(),
+            "permission_denied",
+        ),
     ] {
         if !has(method, user, outcome) {
             failures.borrow_mut().push(format!(
@@ -920,6 +967,11 @@ async fn the_openapi_document_lists_the_data_service_routes() -> Result<()> {
             "/v1/dataserviceclaims/{agency}/{environment}/{name}/binding",
             "get",
             "GetDataServiceBinding",
+        ),
+        (
+            "/v1/dataserviceclaims/{agency}/{environment}/{name}/rotate-password",
+            "post",
+            "RotateDataServicePassword",
         ),
         ("/v1/datashares", "get", "ListDataShares"),
         ("/v1/datashares", "post", "CreateDataShare"),

@@ -209,6 +209,8 @@ async fn an_owner_claims_reads_credentials_and_shares_with_govctl() {
             })
             .await?;
             govctl(&dir, &token_b, &["db", "approve", &name]).await?.expect(4)?;
+            govctl(&dir, &token_b, &["db", "rotate", "csdl", "--agency", &a, "--env", "prod"]).await?.expect(4)?;
+            govctl(&dir, &token_a, &["db", "rotate", "csdl", "--agency", &a, "--env", "prod"]).await?.expect(0)?;
             let approved = govctl(&dir, &token_a, &["db", "approve", &name, "-o", "json"]).await?.expect(0)?;
             ensure!(approved.json()?["approvedBy"] == owner_a.as_str(), "{}", approved.stdout);
             eventually("the API's cache has the approval", Duration::from_secs(30), || {
