@@ -817,3 +817,45 @@ async fn a_class_with_tls_is_served_over_a_verified_connection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_redis_class_with_tls_is_served_over_a_verified_connection() {
+    start();
+    scenario("ds-redis-tls", |t: TestEnv| async move {
+        let admin = t.cluster.redis_admin()?;
+        admin_secret(&t, "redis-admin", &admin).await?;
+        let cluster_ca = std::fs::read(t.cluster.state_dir.join("pki/ca.crt"))?;
+        t.api::<Secret>()
+            .create(&PostParams::default(), &serde_json::from_value(json!({
+                "metadata": {"name": "redis-ca"},
+                "data": {"ca.crt": k8s_openapi::ByteString(cluster_ca.clone())},
+            }))?)
+            .await?;
+        // The local Redis serves TLS on 16380.
+        let class = create_class(&t, "redis", 16380, "redis-admin", json!({"maxKeys": 100})).await?;
+        let (_, ns) = agency_for_claims(&t, "ds-rtls", 2, "chu@test.gov.vn", &[(&class, 1)]).await?;
+        let outcome = async {
+            Api::<DataServiceClass>::all(t.client.clone())
+                .patch(&class, &PatchParams::default(), &Patch::Merge(json!({"spec": {"server": {"tls": {"enabled": true, "caSecretRef": {"namespace": t.namespace, "name": "redis-ca"}}}}})))
+                .await?;
+            class_ready(&t, &class, true).await?;
+            create_claim(&t, &ns, "phien-an-toan", &class, "nho", Some("Delete")).await?;
+            let ready = phase(&t, &ns, "phien-an-toan", ClaimPhase::Ready).await?;
+            let b = binding(&t, &ready).await?;
+            ensure!(b["uri"].starts_with("rediss://") && b["ca.crt"].as_bytes() == cluster_ca.as_slice(), "binding {:?}", b.keys());
+            use redis::IntoConnectionInfo as _;
+            let info = redis::ConnectionAddr::TcpTls { host: b["host"].clone(), port: b["port"].parse()?, insecure: false, tls_params: None }
+                .into_connection_info()?
+                .set_redis_settings(redis::RedisConnectionInfo::default().set_username(&b["username"]).set_password(&b["password"]));
+            let client = redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert: Some(b["ca.crt"].clone().into_bytes()) })?;
+            let mut con = client.get_multiplexed_async_connection().await.context("the binding logs in over TLS")?;
+            redis::cmd("SET").arg(format!("{}:k", b["prefix"])).arg("v").query_async::<()>(&mut con).await?;
+            drop(con);
+            delete_claim(&t, &ns, "phien-an-toan").await
+        }
+        .await;
+        delete_class(&t, &class).await;
+        outcome
+    })
+    .await;
+}

@@ -262,6 +262,15 @@ async fn grant(share: &DataShare, state: &State) -> Result<Result<Target, Proble
     let claim = Api::<DataServiceClaim>::namespaced(client.clone(), &spec.owner.namespace)
         .get_opt(&spec.owner.claim)
         .await?;
+    let gone = claim
+        .as_ref()
+        .is_none_or(|c| c.metadata.deletion_timestamp.is_some());
+    if gone {
+        // A claim on its way out (even one whose data is retained) is shared no more.
+        if let Err(problem) = remove_access(share, state).await? {
+            return Ok(Err(problem));
+        }
+    }
     let Some(claim) = claim else {
         return Ok(Err(Problem::Unavailable {
             reason: "ClaimNotFound",

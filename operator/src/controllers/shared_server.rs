@@ -112,14 +112,6 @@ pub(crate) async fn target(
             ),
         }));
     }
-    if class.spec.server.tls.enabled && class.spec.engine == DataServiceEngine::Redis {
-        return Ok(Err(Problem::Failed {
-            reason: "TlsNotSupported",
-            message: format!(
-                "DataServiceClass \"{class_name}\" asks for TLS to its Redis server, which the broker does not support yet (it does for PostgreSQL): set spec.server.tls.enabled: false for a server on a trusted network"
-            ),
-        }));
-    }
     let tls = if class.spec.server.tls.enabled {
         match server_tls(client, &class).await? {
             Ok(tls) => Some(tls),
@@ -330,11 +322,32 @@ pub(crate) async fn redis(target: &Target) -> Result<redis::aio::MultiplexedConn
     let settings = redis::RedisConnectionInfo::default()
         .set_username(&target.admin_user)
         .set_password(&target.admin_password);
-    let info = redis::ConnectionAddr::Tcp(target.host().to_owned(), target.port())
+    let (host, port) = (target.host().to_owned(), target.port());
+    let addr = match &target.tls {
+        Some(_) => redis::ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        },
+        None => redis::ConnectionAddr::Tcp(host, port),
+    };
+    let info = addr
         .into_connection_info()
         .map_err(|e| target.unavailable(&e))?
         .set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(|e| target.unavailable(&e))?;
+    let client = match &target.tls {
+        // The class's CA, or the system's trusted roots.
+        Some(tls) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: tls.ca_pem.clone().map(String::into_bytes),
+            },
+        ),
+        None => redis::Client::open(info),
+    }
+    .map_err(|e| target.unavailable(&e))?;
     match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
         Ok(Ok(con)) => Ok(con),
         Ok(Err(e)) => Err(target.unavailable(&e)),
@@ -435,7 +448,12 @@ pub(crate) fn binding_data(
             data.insert("prefix".to_owned(), database_or_prefix.to_owned());
             data.insert(
                 "uri".to_owned(),
-                format!("redis://{}:{}@{host}:{port}", enc(user), enc(password)),
+                format!(
+                    "{}://{}:{}@{host}:{port}",
+                    if tls.is_some() { "rediss" } else { "redis" },
+                    enc(user),
+                    enc(password)
+                ),
             );
         }
     }

@@ -35,6 +35,8 @@ import (
 const (
 	postgresPort = 15432
 	redisPort    = 16379
+	// redisTLSPort serves the same Redis over TLS (certificate of the cluster CA).
+	redisTLSPort = 16380
 	// postgresAdminUser is initdb's bootstrap superuser: the broker creates roles and
 	// databases with it.
 	postgresAdminUser = "govbroker_admin"
@@ -377,8 +379,22 @@ func prepareRedis(stateDir string) (component, error) {
 			return component{}, err
 		}
 	}
+	// TLS on a second port, with a serving certificate of the cluster's CA, so that
+	// classes with tls.enabled can be tested; clients need no certificate.
+	p, err := loadOrCreatePKI(filepath.Join(stateDir, "pki"))
+	if err != nil {
+		return component{}, err
+	}
+	if err := p.ensureServing("redis", "127.0.0.1", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}); err != nil {
+		return component{}, err
+	}
 	conf := fmt.Sprintf(`# Written by govcluster up; mode 0600, it holds the admin password.
 bind 127.0.0.1
+tls-port %d
+tls-cert-file %q
+tls-key-file %q
+tls-ca-cert-file %q
+tls-auth-clients no
 port %d
 protected-mode yes
 daemonize no
@@ -389,7 +405,7 @@ dir %q
 # Nobody logs in as "default"; the admin has every permission.
 user default off resetpass resetkeys resetchannels -@all
 user %s on >%s ~* &* +@all
-`, redisPort, dataDir, redisAdminUser, creds.password)
+`, redisTLSPort, p.path("redis.crt"), p.path("redis.key"), p.path("ca.crt"), redisPort, dataDir, redisAdminUser, creds.password)
 	confPath := filepath.Join(dataDir, "redis.conf")
 	tmp := confPath + ".tmp"
 	if err := os.WriteFile(tmp, []byte(conf), 0o600); err != nil {

@@ -18,6 +18,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"syscall"
 )
 
 const usage = `govcluster: the local Kubernetes control plane of govbroker
@@ -45,6 +46,13 @@ kube-apiserver checks it through the "authn" webhook, which reads that file.
 `
 
 func main() {
+	// Whatever started govcluster may have left descriptors open without close-on-exec
+	// (a flock(1) lock, a CI runner's pipe); the daemons it starts must not inherit them,
+	// or a lock is never released and a pipe never reaches EOF. Go's own descriptors are
+	// close-on-exec already.
+	for fd := 3; fd < 1024; fd++ {
+		syscall.CloseOnExec(fd)
+	}
 	if len(os.Args) < 2 {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
