@@ -434,6 +434,31 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Result<u64> {
 
 // ---- Running a benchmark: the binaries, the operator, ids ----
 
+/// Runs a benchmark's `main`: `run` on a multi-threaded runtime, its error printed as
+/// `<name>: <error chain>` with a failing exit code.
+pub fn main_of<F>(name: &str, run: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<()>>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// `<target>`: a benchmark binary is `<target>/<profile>/<name>`.
 pub fn target_dir() -> Result<PathBuf> {
     let exe = std::env::current_exe().context("locating this binary")?;

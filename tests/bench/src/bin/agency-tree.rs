@@ -95,24 +95,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("agency-tree: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("agency-tree: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    govbroker_bench::main_of("agency-tree", run(Args::parse()))
 }
 
 async fn metrics() -> Result<String> {

@@ -87,24 +87,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("workload-load: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("workload-load: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    govbroker_bench::main_of("workload-load", run(Args::parse()))
 }
 
 fn q(v: &str) -> Option<Quantity> {
