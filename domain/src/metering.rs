@@ -1048,6 +1048,30 @@ mod tests {
     }
 
     #[test]
+    fn usage_that_could_not_be_written_is_kept_for_the_next_write() {
+        // The ledger is down for two flushes: what was taken is put back and written
+        // with the next batch, nothing lost and nothing twice.
+        let a = attribution("so-xay-dung");
+        let mut integrator = Integrator::default();
+        integrator.observe("p", NOV15_UTC, Some((a, vec![(Meter::Cpu, 7)])));
+        integrator.advance(NOV15_UTC + 10);
+        let failed = integrator.take_days();
+        integrator.restore_days(failed);
+        integrator.advance(NOV15_UTC + 25);
+        let failed = integrator.take_days();
+        integrator.restore_days(failed);
+        integrator.advance(NOV15_UTC + 30);
+        let written = integrator.take_days();
+        let total: u128 = written
+            .values()
+            .flat_map(|d| d.usage.values())
+            .map(|q| q.0)
+            .sum();
+        assert_eq!(total, 30 * 7);
+        assert_eq!(written.len(), 1);
+    }
+
+    #[test]
     fn data_service_meters_carry_class_and_plan() {
         let meter = Meter::DataService {
             class_name: "postgres-dung-chung".to_owned(),
