@@ -251,3 +251,31 @@ async fn large_batches_are_split_into_transactions() -> Result<()> {
     ensure!(ledger.load_checkpoints().await?.len() == 300);
     Ok(())
 }
+
+#[tokio::test]
+async fn an_unreachable_ledger_is_unavailable_within_seconds() -> Result<()> {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let options = LedgerOptions {
+        connect_timeout: std::time::Duration::from_secs(1),
+        request_timeout: std::time::Duration::from_secs(1),
+        ..LedgerOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let error = UsageLedger::connect(
+        &[format!("http://127.0.0.1:{port}")],
+        "/govbroker-x",
+        options,
+    )
+    .await
+    .expect_err("nothing listens there");
+    ensure!(error.is_retryable(), "{error}");
+    ensure!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}
