@@ -475,7 +475,10 @@ impl Project {
             "datashares",
             "--all",
         ]))?;
-        run_cmd(self.kubectl().args(["get", "dataserviceclaims", "--all-namespaces"]))?;
+        run_cmd(
+            self.kubectl()
+                .args(["get", "dataserviceclaims", "--all-namespaces"]),
+        )?;
         run_cmd(self.kubectl().args(["get", "datashares"]))
     }
 
