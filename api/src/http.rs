@@ -282,6 +282,15 @@ pub const ROUTES: &[Route] = &[
     ),
     route(
         "get",
+        "/v1/datashares/{name}/binding",
+        "GetDataShareBinding",
+        "A granted share's read-only credentials in one of the consumer's environments (environment=; callers who may read Secrets there).",
+        Some("GetDataShareBindingRequest"),
+        None,
+        "DataServiceBinding",
+    ),
+    route(
+        "get",
         "/v1/workloads/{agency}/{environment}",
         "ListWorkloads",
         "The workloads of an agency's environment, by name, paged.",

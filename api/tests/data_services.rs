@@ -3,7 +3,8 @@
 //! database in their namespace and are refused in another agency's; credentials go only
 //! to callers who may read Secrets there; bad input is refused with the field named and
 //! creates nothing; a share is proposed, approved by the owner agency's owner (and by no
-//! one else) and revoked; every change and refusal is in the audit trail.
+//! one else), its read-only credentials go only to the consumer agency's owners once it is
+//! Granted, and it is revoked; every change and refusal is in the audit trail.
 
 mod support;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use govbroker_api::proto;
-use govbroker_crds::{Agency, DataServiceClaim, DataServiceClass};
+use govbroker_crds::{Agency, DataServiceClaim, DataServiceClass, DataShare, DataSharePhase};
 use govbroker_e2e::api::PLATFORM_ADMINS;
 use govbroker_e2e::{TEST_LABEL, cluster, eventually, scenario, unique_name};
 use k8s_openapi::ByteString;
@@ -97,6 +98,13 @@ fn get(agency: &str, name: &str) -> proto::GetDataServiceClaimRequest {
         agency,
         environment,
         name,
+    }
+}
+
+fn share_binding(name: &str, environment: &str) -> proto::GetDataShareBindingRequest {
+    proto::GetDataShareBindingRequest {
+        name: name.to_owned(),
+        environment: environment.to_owned(),
     }
 }
 
@@ -686,6 +694,21 @@ async fn run(
         ),
         Code::Unauthenticated,
     );
+    // Before approval nothing is granted: the consumer's owner is told so (not found).
+    match as_owner_b
+        .data_services
+        .clone()
+        .get_data_share_binding(share_binding(&name, "prod"))
+        .await
+    {
+        Err(s) if s.code() == Code::NotFound && s.message().contains("not granted yet") => {}
+        other => failures.borrow_mut().push(format!(
+            "GetDataShareBinding before approval as owner of B: {:?}",
+            other
+                .map(|r| r.into_inner().username)
+                .map_err(|s| (s.code(), s.message().to_owned()))
+        )),
+    }
     let approve = || proto::ApproveDataShareRequest { name: name.clone() };
     for (who, caller, want) in [
         ("owner of B (consumer)", &as_owner_b, Code::PermissionDenied),
@@ -755,6 +778,120 @@ async fn run(
         ),
         Code::FailedPrecondition,
     );
+
+    // Granted: the consumer's owners read the read-only login from B's namespace.
+    let shares = Api::<DataShare>::all(t.client.clone());
+    eventually("the share is Granted", Duration::from_secs(90), || {
+        let (shares, name) = (shares.clone(), name.clone());
+        async move {
+            let share = shares.get(&name).await?;
+            Ok(share
+                .status
+                .and_then(|s| s.phase)
+                .filter(|p| *p == DataSharePhase::Granted))
+        }
+    })
+    .await?;
+    let ns_b = format!("{b}-prod");
+    let share_secret = Api::<Secret>::namespaced(t.client.clone(), &ns_b)
+        .get(&format!("{name}-share"))
+        .await
+        .context("the share's Secret in B's namespace")?;
+    let share_stored = |key: &str| {
+        share_secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+            .unwrap_or_default()
+    };
+    match as_owner_b
+        .data_services
+        .clone()
+        .get_data_share_binding(share_binding(&name, "prod"))
+        .await
+    {
+        Ok(r) => {
+            let got = r.into_inner();
+            let ok = got.host == share_stored("host")
+                && got.port.to_string() == share_stored("port")
+                && got.username == share_stored("username")
+                && !got.password.is_empty()
+                && got.password == share_stored("password")
+                && got.database == share_stored("database")
+                && got.uri == share_stored("uri")
+                && got.uri.starts_with("postgresql://")
+                && got.username != stored("username")
+                && got.secret_name == format!("{name}-share")
+                && got.namespace == ns_b
+                && got.claim == "csdl";
+            if !ok {
+                failures.borrow_mut().push(format!(
+                    "GetDataShareBinding as owner of B: wrong binding {} in {} (user {}, db {})",
+                    got.secret_name, got.namespace, got.username, got.database
+                ));
+            }
+        }
+        Err(s) => failures
+            .borrow_mut()
+            .push(format!("GetDataShareBinding as owner of B: {s}")),
+    }
+    let stranger = support::grpc(Some(&c.token(&format!("stranger-{id}"), &[])?)).await?;
+    for (who, caller, want) in [
+        (
+            "owner of A (owner agency)",
+            &as_owner_a,
+            Code::PermissionDenied,
+        ),
+        ("owner of the parent", &as_owner_p, Code::PermissionDenied),
+        ("platform admin", &admin, Code::PermissionDenied),
+        ("a stranger", &stranger, Code::PermissionDenied),
+        ("anonymous", &anonymous, Code::Unauthenticated),
+    ] {
+        match caller
+            .data_services
+            .clone()
+            .get_data_share_binding(share_binding(&name, "prod"))
+            .await
+        {
+            Ok(_) => failures.borrow_mut().push(format!(
+                "GetDataShareBinding as {who}: credentials handed out"
+            )),
+            Err(s) => {
+                check("GetDataShareBinding", who, s.code(), want);
+                if s.message().contains(&share_stored("password")) {
+                    failures
+                        .borrow_mut()
+                        .push(format!("the refusal for {who} shows the share's password"));
+                }
+            }
+        }
+    }
+    check(
+        "GetDataShareBinding(environment=Prod)",
+        "owner of B",
+        code(
+            as_owner_b
+                .data_services
+                .clone()
+                .get_data_share_binding(share_binding(&name, "Prod"))
+                .await,
+        ),
+        Code::InvalidArgument,
+    );
+    check(
+        "GetDataShareBinding(khong-co)",
+        "owner of B",
+        code(
+            as_owner_b
+                .data_services
+                .clone()
+                .get_data_share_binding(share_binding("khong-co-chia-se", "prod"))
+                .await,
+        ),
+        Code::NotFound,
+    );
+
     let revoke = || proto::RevokeDataShareRequest { name: name.clone() };
     check(
         "RevokeDataShare",
@@ -802,6 +939,18 @@ async fn run(
         },
     )
     .await?;
+    check(
+        "GetDataShareBinding (revoked)",
+        "owner of B",
+        code(
+            as_owner_b
+                .data_services
+                .clone()
+                .get_data_share_binding(share_binding(&name, "prod"))
+                .await,
+        ),
+        Code::NotFound,
+    );
     check(
         "RevokeDataShare (again)",
         "owner of A",
@@ -888,6 +1037,12 @@ async fn run(
         ("/ApproveDataShare", owner_a.as_str(), "ok"),
         ("/ApproveDataShare", owner_b.as_str(), "permission_denied"),
         ("/RevokeDataShare", owner_b.as_str(), "ok"),
+        ("/GetDataShareBinding", owner_b.as_str(), "ok"),
+        (
+            "/GetDataShareBinding",
+            owner_a.as_str(),
+            "permission_denied",
+        ),
         ("/DeleteDataServiceClaim", owner_a.as_str(), "ok"),
         ("/RotateDataServicePassword", owner_a.as_str(), "ok"),
         (
@@ -902,10 +1057,9 @@ async fn run(
             ));
         }
     }
-    if records
-        .iter()
-        .any(|r| r.message.contains(&stored("password")))
-    {
+    if records.iter().any(|r| {
+        r.message.contains(&stored("password")) || r.message.contains(&share_stored("password"))
+    }) {
         failures
             .borrow_mut()
             .push("a password is in the audit trail".to_owned());
@@ -977,6 +1131,11 @@ async fn the_openapi_document_lists_the_data_service_routes() -> Result<()> {
         ("/v1/datashares", "post", "CreateDataShare"),
         ("/v1/datashares/{name}/approve", "post", "ApproveDataShare"),
         ("/v1/datashares/{name}/revoke", "post", "RevokeDataShare"),
+        (
+            "/v1/datashares/{name}/binding",
+            "get",
+            "GetDataShareBinding",
+        ),
     ] {
         let op = &doc["paths"][path][method];
         if op["operationId"] != operation {

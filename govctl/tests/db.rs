@@ -209,6 +209,9 @@ async fn an_owner_claims_reads_credentials_and_shares_with_govctl() {
             })
             .await?;
             govctl(&dir, &token_b, &["db", "approve", &name]).await?.expect(4)?;
+            // Not granted before approval: the consumer's owner gets exit 5.
+            let pending = govctl(&dir, &token_b, &["db", "share-credentials", &name, "--env", "prod"]).await?.expect(5)?;
+            ensure!(pending.stderr.contains("not granted yet"), "{}", pending.stderr);
             govctl(&dir, &token_b, &["db", "rotate", "csdl", "--agency", &a, "--env", "prod"]).await?.expect(4)?;
             govctl(&dir, &token_a, &["db", "rotate", "csdl", "--agency", &a, "--env", "prod"]).await?.expect(0)?;
             let approved = govctl(&dir, &token_a, &["db", "approve", &name, "-o", "json"]).await?.expect(0)?;
@@ -221,6 +224,18 @@ async fn an_owner_claims_reads_credentials_and_shares_with_govctl() {
                 }
             })
             .await?;
+            // Granted: the consumer's owner reads the read-only login; the owner side may not (4).
+            let uri = eventually("the share is granted", Duration::from_secs(90), || {
+                let (dir, token, name) = (dir.clone(), token_b.clone(), name.clone());
+                async move {
+                    let run = govctl(&dir, &token, &["db", "share-credentials", &name, "--env", "prod", "--uri"]).await?;
+                    Ok((run.code == 0).then_some(run.stdout))
+                }
+            })
+            .await?;
+            ensure!(uri.starts_with("postgresql://") && uri.lines().count() == 1, "{uri}");
+            let refused = govctl(&dir, &token_a, &["db", "share-credentials", &name, "--env", "prod"]).await?.expect(4)?;
+            ensure!(!refused.stderr.contains("postgresql://"), "{}", refused.stderr);
             govctl(&dir, &token_b, &["db", "revoke", &name]).await?.expect(0)?;
             govctl(&dir, &token_b, &["db", "delete", "csdl", "--agency", &a, "--env", "prod"]).await?.expect(4)?;
             govctl(&dir, &token_a, &["db", "delete", "csdl", "--agency", &a, "--env", "prod"]).await?.expect(0)?;

@@ -74,4 +74,10 @@ impl DataServices for Grpc {
     ) -> Result<Response<proto::DataShare>, Status> {
         self.unary(r).await
     }
+    async fn get_data_share_binding(
+        &self,
+        r: Request<proto::GetDataShareBindingRequest>,
+    ) -> Result<Response<proto::DataServiceBinding>, Status> {
+        self.unary(r).await
+    }
 }

@@ -34,6 +34,7 @@ pub fn router() -> Router<Arc<Api>> {
         .route("/v1/datashares", get(list_shares).post(create_share))
         .route("/v1/datashares/{name}/approve", post(approve_share))
         .route("/v1/datashares/{name}/revoke", post(revoke_share))
+        .route("/v1/datashares/{name}/binding", get(get_share_binding))
 }
 
 type ClaimPath = Path<(String, String, String)>;
@@ -173,5 +174,16 @@ async fn revoke_share(
 ) -> Response {
     let request: Result<proto::RevokeDataShareRequest, ApiError> =
         from_query("RevokeDataShareRequest", q, &[("name", &name)]);
+    respond(&api, &headers, request).await
+}
+
+async fn get_share_binding(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Params,
+) -> Response {
+    let request: Result<proto::GetDataShareBindingRequest, ApiError> =
+        from_query("GetDataShareBindingRequest", q, &[("name", &name)]);
     respond(&api, &headers, request).await
 }

@@ -44,6 +44,9 @@ pub use convert::{claim_to_proto, class_to_proto, share_to_proto};
 pub const SHARES_SUBRESOURCE: &str = virtual_subresource::DATA_SHARES;
 /// The label the broker puts on a binding Secret: the claim's name.
 pub const CLAIM_LABEL: &str = "govbroker.io/data-service-claim";
+/// The label the broker puts on a share's Secret in the consumer's namespaces: the
+/// share's name.
+pub const SHARE_LABEL: &str = "govbroker.io/data-share";
 /// Longest environment name (the Agency CRD's rule).
 pub const MAX_ENVIRONMENT: usize = 20;
 /// Longest claim, class, plan or share name the API accepts (a DNS label).
@@ -88,6 +91,10 @@ pub mod methods {
     pub const APPROVE_SHARE: Method = Method::write("govbroker.v1.DataServices/ApproveDataShare");
     /// DataServices/RevokeDataShare.
     pub const REVOKE_SHARE: Method = Method::write("govbroker.v1.DataServices/RevokeDataShare");
+    /// DataServices/GetDataShareBinding: like GetDataServiceBinding, recorded like a
+    /// change.
+    pub const GET_SHARE_BINDING: Method =
+        Method::write("govbroker.v1.DataServices/GetDataShareBinding");
 }
 
 /// The caches of the data-service resources, each kept current by a watch.
@@ -816,6 +823,85 @@ impl Api {
         }
         self.patch_share(&caller, &request.name, "revoked").await
     }
+
+    /// GetDataShareBinding: the consumer's Secret `<share>-share` in
+    /// `<consumer agency>-<environment>`, read as the caller (so RBAC decides who gets
+    /// it: the consumer agency's owners).
+    pub async fn get_data_share_binding(
+        &self,
+        caller: Caller,
+        request: proto::GetDataShareBindingRequest,
+    ) -> Result<proto::DataServiceBinding, ApiError> {
+        validate::slug("environment", &request.environment, MAX_ENVIRONMENT)?;
+        let share = self.readable_share(&caller, &request.name).await?;
+        let consumer = &share.spec.consumer.agency;
+        let namespace = namespace_name(consumer, &request.environment);
+        let secret_name = share_secret_name(&request.name);
+        let api = KubeApi::<Secret>::namespaced(self.identity.client_for(&caller)?, &namespace);
+        let secret = api.get(&secret_name).await.map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 403 => ApiError::PermissionDenied(format!(
+                "{} may not get secrets in namespace \"{namespace}\": a share's credentials go \
+                 only to callers who may read Secrets in the consumer agency's namespaces (the \
+                 owners of agency \"{consumer}\")",
+                caller.user
+            )),
+            kube::Error::Api(s) if s.code == 404 => {
+                no_share_binding_yet(&share, &namespace, &request.environment)
+            }
+            other => ApiError::from_kube(
+                other,
+                &format!(
+                    "the credentials of {} in namespace \"{namespace}\"",
+                    share_what(&request.name)
+                ),
+            ),
+        })?;
+        // Only a Secret the broker made for this share holds its credentials, and a
+        // revoked share's are being removed.
+        if secret.labels().get(SHARE_LABEL) != Some(&request.name) || share.spec.revoked {
+            return Err(no_share_binding_yet(
+                &share,
+                &namespace,
+                &request.environment,
+            ));
+        }
+        Ok(convert::binding_to_proto(
+            &share.spec.owner.claim,
+            &namespace,
+            &secret,
+        ))
+    }
+}
+
+/// The name of a share's Secret in the consumer's namespaces.
+fn share_secret_name(share: &str) -> String {
+    format!("{share}-share")
+}
+
+/// Why a share has no credentials in `namespace` (said only to callers who may read its
+/// Secrets): not granted yet, ended, or no such environment.
+fn no_share_binding_yet(share: &DataShare, namespace: &str, environment: &str) -> ApiError {
+    let what = share_what(&share.name_any());
+    let status = share.status.clone().unwrap_or_default();
+    let phase = share_phase(share);
+    let detail = status
+        .message
+        .map(|m| format!(" ({m})"))
+        .unwrap_or_default();
+    ApiError::NotFound(match phase.as_str() {
+        _ if share.spec.revoked => format!("{what} was revoked: it grants nothing"),
+        "Granted" => format!(
+            "{what} is granted, but there are no credentials in namespace \"{namespace}\": \
+             is \"{environment}\" an environment of agency \"{}\"?",
+            share.spec.consumer.agency
+        ),
+        "Pending" if !share.spec.approved => format!(
+            "{what} is not granted yet: it awaits approval by an owner of agency \"{}\"",
+            share.spec.owner.agency
+        ),
+        "Pending" => format!("{what} is not granted yet: it is Pending{detail}"),
+        ended => format!("{what} grants nothing: it is {ended}{detail}"),
+    })
 }
 
 /// A share's expiry: RFC 3339, in the future, and within [`MAX_SHARE_YEARS`].
@@ -924,6 +1010,26 @@ share_action!(
     methods::REVOKE_SHARE,
     revoke_data_share
 );
+
+/// A share's credentials are recorded in the owner agency's trail, with the share's
+/// other actions: the data's owner sees who fetched access to it.
+impl Operation for proto::GetDataShareBindingRequest {
+    type Response = proto::DataServiceBinding;
+    const METHOD: Method = methods::GET_SHARE_BINDING;
+    fn target(&self, api: &Api) -> Target {
+        api.share_target(&self.name)
+    }
+    fn encoded(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+    fn run(
+        self,
+        api: Arc<Api>,
+        caller: Caller,
+    ) -> BoxFuture<'static, Result<proto::DataServiceBinding, ApiError>> {
+        Box::pin(async move { api.get_data_share_binding(caller, self).await })
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,4 @@
-//! `govctl db classes|create|get|list|delete|credentials|share|shares|approve|revoke`:
+//! `govctl db classes|create|get|list|delete|credentials|rotate|share|shares|approve|revoke|share-credentials`:
 //! shared data services (PostgreSQL databases, Redis users) and shares between agencies.
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -23,7 +23,8 @@ EXAMPLES:
   govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod
   govctl db share csdl-ho-tich --agency so-tu-phap-ha-noi --env prod --to bhxh-ha-noi \\
       --expires 2026-12-31T23:59:59+07:00 --purpose \"Đối soát hộ tịch\"
-  govctl db approve csdl-ho-tich-x7k2p";
+  govctl db approve csdl-ho-tich-x7k2p
+  govctl db share-credentials csdl-ho-tich-x7k2p --env prod   # as an owner of bhxh-ha-noi";
 
 /// `govctl db ...`.
 #[derive(Debug, Subcommand)]
@@ -61,6 +62,9 @@ pub enum DbCommand {
     /// End a share for good (owners of either agency)
     #[command(after_help = REVOKE_EXAMPLES)]
     Revoke(ShareNameArgs),
+    /// Print a granted share's read-only credentials (the consumer agency's owners only)
+    #[command(after_help = SHARE_CREDENTIALS_EXAMPLES)]
+    ShareCredentials(ShareCredentialsArgs),
 }
 
 const CLASSES_EXAMPLES: &str = "\
@@ -326,6 +330,31 @@ Final: a revoked share cannot be approved again; propose a new one.
 
 EXAMPLES:
   govctl db revoke ho-so-benh-an-x7k2p";
+
+const SHARE_CREDENTIALS_EXAMPLES: &str = "\
+Once a share is Granted, the platform keeps the consumer's read-only login in the Secret
+<share>-share in each of the consumer agency's namespaces; this prints the one in
+--env. Only callers who may read Secrets there (the consumer agency's owners) receive it;
+every call is recorded in the audit trail. Before approval it is not found (exit 5). The
+output holds a password: workloads should mount the Secret instead.
+
+EXAMPLES:
+  govctl db share-credentials benh-an-cho-bhxh --env prod
+  psql \"$(govctl db share-credentials benh-an-cho-bhxh --env prod --uri)\"
+  govctl db share-credentials benh-an-cho-bhxh --env prod -o json";
+
+/// `govctl db share-credentials`.
+#[derive(Debug, Clone, Args)]
+pub struct ShareCredentialsArgs {
+    /// The share's name (see `govctl db shares`)
+    pub name: String,
+    /// The consumer agency's environment whose Secret to read (namespace <consumer>-<env>), e.g. prod
+    #[arg(long, value_name = "ENV")]
+    pub env: String,
+    /// Print only the connection URI (for scripts)
+    #[arg(long)]
+    pub uri: bool,
+}
 
 /// `govctl db approve` and `govctl db revoke`.
 #[derive(Debug, Clone, Args)]
@@ -600,6 +629,20 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
             print(format, &share, || {
                 shares_table(std::slice::from_ref(&share), now)
             })
+        }
+        DbCommand::ShareCredentials(args) => {
+            let binding = client
+                .get_data_share_binding(proto::GetDataShareBindingRequest {
+                    name: args.name,
+                    environment: args.env,
+                })
+                .await
+                .map_err(|s| conn.fail(s))?
+                .into_inner();
+            if args.uri {
+                return emit(&format!("{}\n", binding.uri));
+            }
+            print(format, &binding, || binding_table(&binding))
         }
     }
 }
