@@ -41,13 +41,16 @@ pub enum AppCommand {
     #[command(after_help = SCALE_EXAMPLES)]
     Scale(ScaleArgs),
     /// Stop every replica, keeping the application
+    #[command(after_help = PAUSE_EXAMPLES)]
     Pause(AppArgs),
     /// Start the replicas of a paused application again
+    #[command(after_help = RESUME_EXAMPLES)]
     Resume(AppArgs),
     /// Delete an application with its Deployment, Service and pods
+    #[command(after_help = DELETE_EXAMPLES)]
     Delete(AppArgs),
     /// Print the kubectl commands that show an application's pods, logs and events
-    #[command(name = "logs-hint")]
+    #[command(name = "logs-hint", after_help = LOGS_HINT_EXAMPLES)]
     LogsHint(AppArgs),
 }
 
@@ -71,6 +74,22 @@ pub struct AppArgs {
     #[command(flatten)]
     pub place: Place,
 }
+
+const PAUSE_EXAMPLES: &str = "\
+EXAMPLES:
+  govctl app pause cong-dich-vu --agency so-tttt-da-nang --env staging";
+
+const RESUME_EXAMPLES: &str = "\
+EXAMPLES:
+  govctl app resume cong-dich-vu --agency so-tttt-da-nang --env staging";
+
+const DELETE_EXAMPLES: &str = "\
+EXAMPLES:
+  govctl app delete cong-dich-vu --agency so-tttt-da-nang --env staging";
+
+const LOGS_HINT_EXAMPLES: &str = "\
+EXAMPLES:
+  govctl app logs-hint cong-dich-vu --agency so-tttt-da-nang --env prod";
 
 const CREATE_EXAMPLES: &str = "\
 --claim NAME hands the binding of a data-service claim (see `govctl db`) to the container

@@ -26,12 +26,30 @@ EXAMPLES:
 #[derive(Debug, Subcommand)]
 pub enum BillCommand {
     /// Show an agency's bill for a month: one line per workload, resource and price period
+    #[command(after_help = SHOW_EXAMPLES)]
     Show(ShowArgs),
     /// The totals of an agency and each of its descendants for a month
+    #[command(after_help = LIST_EXAMPLES)]
     List(MonthArgs),
     /// Write an agency's bill as a CSV, JSON or XLSX file
+    #[command(after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
 }
+
+const SHOW_EXAMPLES: &str = "\
+EXAMPLES:
+  govctl bill show so-y-te-ha-noi                   # this month so far
+  govctl bill show so-y-te-ha-noi --month 2026-10 -o json
+  govctl bill show so-y-te-ha-noi --month 2026-10 --price-list-revision 2";
+
+const LIST_EXAMPLES: &str = "\
+EXAMPLES:
+  govctl bill list ubnd-tp-da-nang --month 2026-11   # the city and every descendant";
+
+const EXPORT_EXAMPLES: &str = "\
+EXAMPLES:
+  govctl bill export so-y-te-ha-noi --month 2026-11 --format xlsx --out so-y-te-2026-11.xlsx
+  govctl bill export so-y-te-ha-noi --month 2026-11 --format csv --out so-y-te-2026-11.csv";
 
 /// An agency and a month.
 #[derive(Debug, Clone, Args)]
