@@ -110,10 +110,15 @@ pub struct DataServiceClaimStatus {
     /// 10 minutes) for metering as storage.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_bytes: Option<i64>,
+    /// Number of keys under the Redis instance's prefix, counted by the broker (at most
+    /// every 10 minutes) against the plan's `maxKeys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<i64>,
     /// What happened, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Conditions of the claim. `Ready` with reasons such as `Provisioned`,
+    /// Conditions of the claim. `WithinPlan` says whether the measured use (storage,
+    /// keys) is within the plan's limits. `Ready` with reasons such as `Provisioned`,
     /// `ClassNotFound`, `PlanNotFound`, `SecurityLevelNotAllowed`, `QuotaExceeded` or
     /// `ServerUnavailable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

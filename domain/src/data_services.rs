@@ -244,6 +244,41 @@ pub fn drop_reader(reader: &str) -> Result<Vec<String>, UnsafeText> {
     ])
 }
 
+/// What an instance uses, as the broker last measured it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeasuredUse {
+    /// PostgreSQL: the database's size in bytes.
+    pub storage_bytes: Option<i64>,
+    /// Redis: the number of keys under the instance's prefix.
+    pub keys: Option<i64>,
+}
+
+/// Which of a plan's measured limits an instance is over, in words (none: within its
+/// plan). `storage` is a quantity such as `5Gi`; a limit that does not parse is ignored
+/// here (the class's schema refuses most bad quantities).
+pub fn over_plan(storage: Option<&str>, max_keys: Option<i64>, used: MeasuredUse) -> Vec<String> {
+    let mut over = Vec::new();
+    let storage_limit = storage
+        .and_then(|q| crate::quantity::Amount::parse(q).ok())
+        .map(|a| a.milli() / 1000);
+    if let (Some(limit), Some(bytes)) = (storage_limit, used.storage_bytes)
+        && i128::from(bytes) > limit
+    {
+        over.push(format!(
+            "the database uses {bytes} bytes, more than the plan's storage of {} ({limit} bytes)",
+            storage.unwrap_or_default()
+        ));
+    }
+    if let (Some(limit), Some(keys)) = (max_keys, used.keys)
+        && keys > limit
+    {
+        over.push(format!(
+            "the instance holds {keys} keys, more than the plan's maxKeys of {limit}"
+        ));
+    }
+    over
+}
+
 /// What a Redis ACL user may do with its keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisAccess {
@@ -303,6 +338,29 @@ pub fn redis_acl(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_is_over_its_plan_only_past_a_measured_limit() {
+        let used = |storage_bytes, keys| MeasuredUse {
+            storage_bytes,
+            keys,
+        };
+        assert!(over_plan(Some("5Gi"), Some(100), used(Some(5 << 30), Some(100))).is_empty());
+        assert!(over_plan(None, None, used(Some(i64::MAX), Some(i64::MAX))).is_empty());
+        assert!(over_plan(Some("1Mi"), None, used(None, None)).is_empty());
+        let over = over_plan(Some("1Mi"), Some(10), used(Some((1 << 20) + 1), Some(11)));
+        assert_eq!(over.len(), 2, "{over:?}");
+        assert!(
+            over[0].contains("1048577 bytes") && over[0].contains("1Mi"),
+            "{}",
+            over[0]
+        );
+        assert!(
+            over[1].contains("11 keys") && over[1].contains("maxKeys of 10"),
+            "{}",
+            over[1]
+        );
+    }
 
     #[test]
     fn identifiers_and_literals_are_quoted_so_input_cannot_escape() {

@@ -230,7 +230,8 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
     scenario("ds-postgres", |t: TestEnv| async move {
         let admin = t.cluster.postgres_admin()?;
         admin_secret(&t, "pg-admin", &admin).await?;
-        let class = create_class(&t, "postgres", 15432, "pg-admin", json!({"maxConnections": 5})).await?;
+        // 1Mi of storage: less than any database, so the claim is measured over its plan.
+        let class = create_class(&t, "postgres", 15432, "pg-admin", json!({"maxConnections": 5, "storage": "1Mi"})).await?;
         let (_, ns) = agency_for_claims(&t, "ds-pg", 2, "chu@test.gov.vn", &[(&class, 3)]).await?;
         let pg = connect(&admin.postgres_config("postgres")).await?;
         let made = ["ho-so", "khac", "tam"];
@@ -249,6 +250,10 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
             let status = ready.status.clone().context("no status")?;
             ensure!(status.endpoint.as_deref() == Some("127.0.0.1:15432"), "endpoint {:?}", status.endpoint);
             ensure!(status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"), "conditions {:?}", status.conditions);
+            let size = status.storage_bytes.context("no storageBytes")?;
+            ensure!(size > 1 << 20, "storageBytes {size}");
+            let plan = status.conditions.iter().find(|c| c.type_ == "WithinPlan").context("no WithinPlan condition")?;
+            ensure!(plan.status == "False" && plan.reason == "OverPlan" && plan.message.contains("more than the plan's storage of 1Mi"), "{plan:?}");
             let b = binding(&t, &ready).await?;
             let names = instance_names(&ns, "ho-so");
             ensure!(b["database"] == names.database && b["username"] == names.role, "binding {:?}", b.keys());
@@ -339,6 +344,14 @@ async fn redis_claims_are_confined_to_their_prefix_and_deleted() {
         let outcome = async {
             create_claim(&t, &ns, "phien", &class, "nho", Some("Delete")).await?;
             let ready = phase(&t, &ns, "phien", ClaimPhase::Ready).await?;
+            let status = ready.status.clone().context("no status")?;
+            ensure!(status.keys == Some(0), "keys {:?}", status.keys);
+            let plan = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "WithinPlan")
+                .context("no WithinPlan condition")?;
+            ensure!(plan.status == "True", "{plan:?}");
             let b = binding(&t, &ready).await?;
             ensure!(
                 b["prefix"] == names.key_prefix && b["username"] == names.redis_user,

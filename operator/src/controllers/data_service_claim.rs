@@ -22,8 +22,9 @@ use govbroker_crds::{
     DeletionPolicy, ROTATE_PASSWORD_ANNOTATION,
 };
 use govbroker_domain::data_services::{
-    InstanceNames, PostgresLimits, RedisAccess, TERMINATE_SESSIONS, alter_role, create_database,
-    create_role, disable_login, drop_instance, instance_names, redis_acl,
+    InstanceNames, MeasuredUse, PostgresLimits, RedisAccess, TERMINATE_SESSIONS, alter_role,
+    create_database, create_role, disable_login, drop_instance, instance_names, over_plan,
+    redis_acl,
 };
 use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL, data_service_egress};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -262,13 +263,39 @@ async fn provision(
     let sample = state.sampling.due(claim);
     let outcome = match engine {
         DataServiceEngine::Postgres => provision_postgres(&target, &names, &password, sample).await,
-        DataServiceEngine::Redis => provision_redis(&target, &names, &password)
-            .await
-            .map(|()| None),
+        DataServiceEngine::Redis => provision_redis(&target, &names, &password, sample).await,
     };
-    let storage_bytes = match outcome {
-        Ok(size) => size.or(previous.storage_bytes),
-        Err(problem) => return report(claim, state, api, Some(&target), problem).await,
+    let (storage_bytes, keys) = match (outcome, engine) {
+        (Ok(size), DataServiceEngine::Postgres) => (size.or(previous.storage_bytes), None),
+        (Ok(count), DataServiceEngine::Redis) => (None, count.or(previous.keys)),
+        (Err(problem), _) => return report(claim, state, api, Some(&target), problem).await,
+    };
+    let limits = target
+        .class
+        .spec
+        .plans
+        .iter()
+        .find(|p| p.name == claim.spec.plan)
+        .and_then(|p| p.limits.clone())
+        .unwrap_or_default();
+    let over = over_plan(
+        limits.storage.as_ref().map(|q| q.0.as_str()),
+        limits.max_keys,
+        MeasuredUse {
+            storage_bytes,
+            keys,
+        },
+    );
+    let within_plan = if over.is_empty() {
+        typed_condition(
+            claim,
+            "WithinPlan",
+            true,
+            "WithinPlan",
+            "the measured use is within the plan's limits",
+        )
+    } else {
+        typed_condition(claim, "WithinPlan", false, "OverPlan", &over.join("; "))
     };
     if let Some(agency) = &agency {
         let addresses = match addresses(&target).await {
@@ -359,9 +386,18 @@ async fn provision(
         retained: false,
         password_rotation: rotation,
         storage_bytes,
+        keys,
         message: Some(message.clone()),
-        conditions: vec![condition(claim, true, "Provisioned", &message)],
+        conditions: vec![
+            condition(claim, true, "Provisioned", &message),
+            within_plan.clone(),
+        ],
     };
+    let was_within = claim
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "WithinPlan"))
+        .is_none_or(|c| c.status == "True");
     let became_ready = previous.phase != Some(ClaimPhase::Ready);
     write_status(claim, state, api, status).await?;
     if rotate && !became_ready {
@@ -373,6 +409,18 @@ async fn provision(
             "PasswordRotated",
             format!("a new password is in Secret \"{}\"", binding_name(claim)),
             "RotatePassword",
+        )
+        .await;
+    }
+    if was_within && within_plan.status == "False" {
+        warn!(claim = %claim.name_any(), %namespace, message = %within_plan.message, "claim over its plan");
+        publish(
+            state,
+            claim,
+            EventType::Warning,
+            "OverPlan",
+            within_plan.message.clone(),
+            "Measure",
         )
         .await;
     }
@@ -423,6 +471,7 @@ async fn report(
         retained: false,
         password_rotation: previous.password_rotation,
         storage_bytes: previous.storage_bytes,
+        keys: previous.keys,
         message: Some(message.clone()),
         conditions: vec![condition(claim, false, reason, &message)],
     };
@@ -441,15 +490,26 @@ async fn report(
 }
 
 fn condition(claim: &DataServiceClaim, ready: bool, reason: &str, message: &str) -> Condition {
-    let status = if ready { "True" } else { "False" };
+    typed_condition(claim, "Ready", ready, reason, message)
+}
+
+/// A condition of `type_`, keeping its transition time while its status holds.
+fn typed_condition(
+    claim: &DataServiceClaim,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
     let since = claim
         .status
         .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone());
     Condition {
-        type_: "Ready".to_owned(),
+        type_: type_.to_owned(),
         status: status.to_owned(),
         reason: reason.to_owned(),
         message: message.to_owned(),
@@ -706,11 +766,14 @@ async fn cleanup_postgres(
     Ok(())
 }
 
+/// Sets up the ACL user; returns the number of keys under its prefix when `sample` asks
+/// for it (counted with SCAN, never KEYS).
 async fn provision_redis(
     target: &Target,
     names: &InstanceNames,
     password: &str,
-) -> Result<(), Problem> {
+    sample: bool,
+) -> Result<Option<i64>, Problem> {
     let mut con = redis(target).await?;
     let rules = redis_acl(
         &names.redis_user,
@@ -724,7 +787,28 @@ async fn provision_redis(
         .arg(&rules)
         .query_async::<()>(&mut con)
         .await
-        .map_err(|e| redis_failed(&format!("setting up ACL user \"{}\"", names.redis_user), &e))
+        .map_err(|e| redis_failed(&format!("setting up ACL user \"{}\"", names.redis_user), &e))?;
+    if !sample {
+        return Ok(None);
+    }
+    let pattern = format!("{}:*", names.key_prefix);
+    let (mut cursor, mut count) = (0u64, 0i64);
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut con)
+            .await
+            .map_err(|e| redis_failed("counting the instance's keys", &e))?;
+        count += i64::try_from(keys.len()).unwrap_or(i64::MAX);
+        if next == 0 {
+            return Ok(Some(count));
+        }
+        cursor = next;
+    }
 }
 
 async fn cleanup_redis(
