@@ -221,9 +221,20 @@ func preparePostgres(stateDir string) (component, error) {
 		return component{}, err
 	}
 	credsPath := postgresAdminPath(stateDir)
-	if _, err := os.Stat(filepath.Join(dataDir, "PG_VERSION")); err == nil {
-		if _, err := readAdminCredentials(credsPath); err != nil {
-			return component{}, fmt.Errorf("%s holds a database but its admin password is lost (%v): forget it with 'govcluster down --purge'", dataDir, err)
+	_, pgErr := os.Stat(filepath.Join(dataDir, "PG_VERSION"))
+	_, credsErr := readAdminCredentials(credsPath)
+	orphan := pgErr == nil && credsErr != nil && !strings.HasPrefix(dataDir, stateDir+string(filepath.Separator))
+	if orphan {
+		// The data lives outside the state dir (/var/lib/govbroker-local/<hash>) and the
+		// state dir was removed without 'down --purge' (e.g. a deleted target dir): its
+		// password went with it, so nobody can use that database again. Start afresh.
+		fmt.Printf("  removing orphaned PostgreSQL data in %s (its state dir %s no longer holds the admin password)\n", dataDir, stateDir)
+		if err := initPostgres(stateDir, binDir, dataDir, cred); err != nil {
+			return component{}, fmt.Errorf("initialising PostgreSQL in %s: %w (see %s)", dataDir, err, logPath(stateDir, "postgres"))
+		}
+	} else if pgErr == nil {
+		if credsErr != nil {
+			return component{}, fmt.Errorf("%s holds a database but its admin password is lost (%v): forget it with 'govcluster down --purge'", dataDir, credsErr)
 		}
 	} else if err := initPostgres(stateDir, binDir, dataDir, cred); err != nil {
 		return component{}, fmt.Errorf("initialising PostgreSQL in %s: %w (see %s)", dataDir, err, logPath(stateDir, "postgres"))
