@@ -88,7 +88,7 @@ pub async fn run(
         .route("/validate/agency", post(review::<Agency>(agency::validate)))
         .route(
             "/mutate/agency",
-            post(review::<Agency>(agency::link_parent)),
+            post(review_mutating::<Agency>(agency::link_parent)),
         )
         .route(
             "/validate/dataserviceclaim",
@@ -98,13 +98,15 @@ pub async fn run(
         )
         .route(
             "/mutate/datashare",
-            post(review::<govbroker_crds::DataShare>(
+            post(review_mutating::<govbroker_crds::DataShare>(
                 data_services::admit_share,
             )),
         )
         .route(
             "/mutate/quotarequest",
-            post(review::<govbroker_crds::QuotaRequest>(quota_request::admit)),
+            post(review_mutating::<govbroker_crds::QuotaRequest>(
+                quota_request::admit,
+            )),
         )
         .route(
             workload::PATH,
@@ -155,13 +157,13 @@ async fn own_user(client: &kube::Client) -> Result<String, Error> {
 
 type Handler<K> = fn(AdmissionRequest<K>, WebhookState) -> BoxFuture<'static, AdmissionResponse>;
 
-/// Wraps a handler into an axum route that decodes the review and never fails
-/// silently: a review it cannot read is answered with a denial that says why.
+/// Wraps a validating handler into an axum route that decodes the review and never
+/// fails silently: a review it cannot read is answered with a denial that says why.
 fn review<K>(
     handler: Handler<K>,
 ) -> impl Fn(
     State<WebhookState>,
-    Json<AdmissionReview<K>>,
+    Json<AdmissionReview<DynamicObject>>,
 ) -> BoxFuture<'static, Json<AdmissionReview<DynamicObject>>>
 + Clone
 + Send
@@ -169,15 +171,62 @@ fn review<K>(
 where
     K: Resource + DeserializeOwned + Clone + Send + 'static,
 {
-    move |State(state): State<WebhookState>, Json(review): Json<AdmissionReview<K>>| {
+    route(handler, false)
+}
+
+/// Like [`review`], for a mutating handler. Mutating webhooks run before the API server
+/// checks the object against the CRD's schema, so an object that does not even decode
+/// into the type is admitted unchanged: the schema validation that follows refuses it
+/// with the field's own message (e.g. `Unsupported value`).
+fn review_mutating<K>(
+    handler: Handler<K>,
+) -> impl Fn(
+    State<WebhookState>,
+    Json<AdmissionReview<DynamicObject>>,
+) -> BoxFuture<'static, Json<AdmissionReview<DynamicObject>>>
++ Clone
++ Send
++ 'static
+where
+    K: Resource + DeserializeOwned + Clone + Send + 'static,
+{
+    route(handler, true)
+}
+
+fn route<K>(
+    handler: Handler<K>,
+    mutating: bool,
+) -> impl Fn(
+    State<WebhookState>,
+    Json<AdmissionReview<DynamicObject>>,
+) -> BoxFuture<'static, Json<AdmissionReview<DynamicObject>>>
++ Clone
++ Send
++ 'static
+where
+    K: Resource + DeserializeOwned + Clone + Send + 'static,
+{
+    move |State(state): State<WebhookState>, Json(raw): Json<AdmissionReview<DynamicObject>>| {
         Box::pin(async move {
-            let request: Result<AdmissionRequest<K>, _> = review.try_into();
-            let response = match request {
+            let typed = serde_json::to_value(&raw)
+                .and_then(serde_json::from_value::<AdmissionReview<K>>)
+                .map_err(|e| e.to_string())
+                .and_then(|review| {
+                    let request: Result<AdmissionRequest<K>, _> = review.try_into();
+                    request.map_err(|e| e.to_string())
+                });
+            let response = match typed {
                 Ok(request) => handler(request, state).await,
-                Err(e) => {
-                    warn!(error = %e, "unreadable admission review");
-                    AdmissionResponse::invalid(e.to_string())
-                }
+                Err(e) => match TryInto::<AdmissionRequest<DynamicObject>>::try_into(raw) {
+                    Ok(request) if mutating => {
+                        info!(error = %e, "an object that does not match its type: left to schema validation");
+                        AdmissionResponse::from(&request)
+                    }
+                    _ => {
+                        warn!(error = %e, "unreadable admission review");
+                        AdmissionResponse::invalid(e)
+                    }
+                },
             };
             Json(response.into_review())
         })

@@ -1,7 +1,9 @@
 //! The data-service CRDs (DataServiceClass, DataServiceClaim, DataShare) against the real
 //! control plane: valid objects are accepted and read back with their defaults, each CEL
 //! rule refuses a bad object with its message, and kubectl shows the descriptions and
-//! printer columns. Types only: no broker runs here.
+//! printer columns. Claims and shares also pass the operator's admission webhook, so the
+//! operator runs and the tests use real agencies, a class (whose server is unreachable,
+//! so nothing is provisioned) and a claim.
 
 use std::process::Command;
 
@@ -60,6 +62,32 @@ fn postgres_class(name: &str, test_namespace: &str) -> DataServiceClass {
         ),
         test_namespace,
     )
+}
+
+/// Starts the operator (its webhook admits claims and shares).
+fn start_operator() -> Result<()> {
+    let binary = govbroker_e2e::api::workspace_binary("govbroker-operator", "govbroker-operator")?;
+    govbroker_e2e::operator(&binary.to_string_lossy());
+    Ok(())
+}
+
+/// A class named `name` with plans `co-ban` and `nang-cao`, on a server nobody answers
+/// (port 1), so claims stay Pending and nothing is made anywhere.
+async fn unreachable_class(t: &TestEnv, name: &str) -> Result<()> {
+    let class: DataServiceClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "govbroker.io/v1alpha1", "kind": "DataServiceClass",
+        "metadata": {"name": name, "labels": {TEST_LABEL: t.namespace}},
+        "spec": {
+            "engine": "postgres",
+            "server": {"host": "127.0.0.1", "port": 1, "tls": {"enabled": false},
+                       "adminSecretRef": {"namespace": t.namespace, "name": "khong-co"}},
+            "plans": [{"name": "co-ban", "description": "Gói cơ bản"}, {"name": "nang-cao", "description": "Gói nâng cao"}],
+        },
+    }))?;
+    Api::<DataServiceClass>::all(t.client.clone())
+        .create(&PostParams::default(), &class)
+        .await?;
+    Ok(())
 }
 
 fn claim(name: &str, class: &str) -> DataServiceClaim {
@@ -327,91 +355,190 @@ async fn classes(t: &TestEnv) -> Result<()> {
 #[tokio::test]
 async fn data_service_claims_default_to_retain_and_keep_their_class_and_plan() {
     scenario("ds-claim", |t: TestEnv| async move {
-        t.cluster.install_crds()?;
-        let api = t.api::<DataServiceClaim>();
+        start_operator()?;
+        let class = unique_name("pg-crd");
+        unreachable_class(&t, &class).await?;
+        let outcome = claims(&t, &class).await;
+        // With the class gone the claims' finalizers have nothing to clean up.
+        delete_labelled::<DataServiceClass>(&t).await?;
+        outcome
+    })
+    .await;
+}
+
+async fn claims(t: &TestEnv, class: &str) -> Result<()> {
+    {
+        let (_, ns) = govbroker_e2e::data_services::agency_for_claims(
+            t,
+            "ds-crd",
+            2,
+            "chu@test.gov.vn",
+            &[(class, 10)],
+        )
+        .await?;
+        let api = Api::<DataServiceClaim>::namespaced(t.client.clone(), &ns);
         let pp = PostParams::default();
         let name = unique_name("csdl-ho-tich");
-        api.create(&pp, &claim(&name, "postgres-dung-chung")).await?;
+        api.create(&pp, &claim(&name, class)).await?;
         let got = api.get(&name).await?;
-        ensure!(got.spec == claim(&name, "postgres-dung-chung").spec, "the claim did not round-trip: {:?}", got.spec);
+        ensure!(
+            got.spec == claim(&name, class).spec,
+            "the claim did not round-trip: {:?}",
+            got.spec
+        );
 
         // deletionPolicy defaults to Retain when left out.
-        let raw = Api::<DynamicObject>::namespaced_with(t.client.clone(), &t.namespace, &ApiResource::erase::<DataServiceClaim>(&()));
+        let raw = Api::<DynamicObject>::namespaced_with(
+            t.client.clone(),
+            &ns,
+            &ApiResource::erase::<DataServiceClaim>(&()),
+        );
         let bare = unique_name("bare");
-        create_raw::<DataServiceClaim>(&raw, serde_json::json!({
-            "metadata": {"name": bare},
-            "spec": {"className": "postgres-dung-chung", "plan": "co-ban"},
-        })).await?;
+        create_raw::<DataServiceClaim>(
+            &raw,
+            serde_json::json!({
+                "metadata": {"name": bare},
+                "spec": {"className": class, "plan": "co-ban"},
+            }),
+        )
+        .await?;
         let bare = api.get(&bare).await?;
-        ensure!(bare.spec.deletion_policy == DeletionPolicy::Retain, "deletionPolicy is {:?}", bare.spec.deletion_policy);
+        ensure!(
+            bare.spec.deletion_policy == DeletionPolicy::Retain,
+            "deletionPolicy is {:?}",
+            bare.spec.deletion_policy
+        );
 
         // An unknown deletionPolicy.
-        refused(create_raw::<DataServiceClaim>(&raw, serde_json::json!({
-            "metadata": {"name": unique_name("bad")},
-            "spec": {"className": "postgres-dung-chung", "plan": "co-ban", "deletionPolicy": "Destroy"},
-        })).await, "Unsupported value: \"Destroy\"")?;
+        refused(
+            create_raw::<DataServiceClaim>(
+                &raw,
+                serde_json::json!({
+                    "metadata": {"name": unique_name("bad")},
+                    "spec": {"className": class, "plan": "co-ban", "deletionPolicy": "Destroy"},
+                }),
+            )
+            .await,
+            "Unsupported value: \"Destroy\"",
+        )?;
         // Bad parameter keys, too many parameters.
-        let mut bad_key = claim(&unique_name("bad"), "postgres-dung-chung");
-        bad_key.spec.parameters.insert("khóa có dấu".to_owned(), "x".to_owned());
-        refused(api.create(&pp, &bad_key).await, "spec.parameters keys start with a letter or digit")?;
-        let mut many = claim(&unique_name("bad"), "postgres-dung-chung");
+        let mut bad_key = claim(&unique_name("bad"), class);
+        bad_key
+            .spec
+            .parameters
+            .insert("khóa có dấu".to_owned(), "x".to_owned());
+        refused(
+            api.create(&pp, &bad_key).await,
+            "spec.parameters keys start with a letter or digit",
+        )?;
+        let mut many = claim(&unique_name("bad"), class);
         many.spec.parameters = (0..17).map(|i| (format!("k{i}"), "v".to_owned())).collect();
         refused(api.create(&pp, &many).await, "spec.parameters")?;
 
         // className and plan are immutable; deletionPolicy may change.
         let patch = |spec: serde_json::Value| serde_json::json!({"spec": spec});
         refused(
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch(serde_json::json!({"className": "postgres-khac"})))).await,
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch(serde_json::json!({"className": "postgres-khac"}))),
+            )
+            .await,
             "spec.className cannot change after the claim is created",
         )?;
         refused(
-            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch(serde_json::json!({"plan": "nang-cao"})))).await,
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch(serde_json::json!({"plan": "nang-cao"}))),
+            )
+            .await,
             "spec.plan cannot change after the claim is created",
         )?;
         let changed = api
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch(serde_json::json!({"deletionPolicy": "Delete"}))))
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch(serde_json::json!({"deletionPolicy": "Delete"}))),
+            )
             .await?;
-        ensure!(changed.spec.deletion_policy == DeletionPolicy::Delete && changed.spec.class_name == "postgres-dung-chung", "{:?}", changed.spec);
+        ensure!(
+            changed.spec.deletion_policy == DeletionPolicy::Delete
+                && changed.spec.class_name == class,
+            "{:?}",
+            changed.spec
+        );
 
         // kubectl explain shows the descriptions; kubectl get the columns.
-        let explain = kubectl(&t, &["explain", "dataserviceclaim.spec"])?
+        let explain = kubectl(t, &["explain", "dataserviceclaim.spec"])?
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
-        for fragment in ["className", "Cannot change after creation", "deletionPolicy", "Public data is never destroyed by accident", "parameters"] {
-            ensure!(explain.contains(fragment), "kubectl explain lacks {fragment:?}:\n{explain}");
+        for fragment in [
+            "className",
+            "Cannot change after creation",
+            "deletionPolicy",
+            "Public data is never destroyed by accident",
+            "parameters",
+        ] {
+            ensure!(
+                explain.contains(fragment),
+                "kubectl explain lacks {fragment:?}:\n{explain}"
+            );
         }
-        let explain_kind = kubectl(&t, &["explain", "dataserviceclaim"])?
+        let explain_kind = kubectl(t, &["explain", "dataserviceclaim"])?
             .split_whitespace()
             .collect::<Vec<_>>()
             .join(" ");
-        ensure!(explain_kind.contains("an agency's instance of a shared data service") || explain_kind.contains("An agency's instance of a shared data service"), "kubectl explain dataserviceclaim:\n{explain_kind}");
-        let table = kubectl(&t, &["get", "dsclaim", "-n", &t.namespace, &name])?;
+        ensure!(
+            explain_kind.contains("an agency's instance of a shared data service")
+                || explain_kind.contains("An agency's instance of a shared data service"),
+            "kubectl explain dataserviceclaim:\n{explain_kind}"
+        );
+        let table = kubectl(t, &["get", "dsclaim", "-n", &ns, &name])?;
         let header = table.lines().next().unwrap_or_default();
         for column in ["CLASS", "PLAN", "PHASE", "ENDPOINT", "SECRET", "AGE"] {
             ensure!(header.contains(column), "no column {column} in:\n{table}");
         }
         Ok(())
-    })
-    .await;
+    }
 }
 
 #[tokio::test]
 async fn data_shares_need_another_agency_an_expiry_and_keep_their_consent() {
     scenario("ds-share", |t: TestEnv| async move {
-        t.cluster.install_crds()?;
-        let outcome = shares(&t).await;
+        start_operator()?;
+        let class = unique_name("pg-crd");
+        unreachable_class(&t, &class).await?;
+        let outcome = shares(&t, &class).await;
         delete_labelled::<DataShare>(&t).await?;
+        delete_labelled::<DataServiceClass>(&t).await?;
         outcome
     })
     .await;
 }
 
-async fn shares(t: &TestEnv) -> Result<()> {
+async fn shares(t: &TestEnv, class: &str) -> Result<()> {
+    // The webhook wants real agencies and an existing claim of the owner.
+    let (owner, owner_ns) = govbroker_e2e::data_services::agency_for_claims(
+        t,
+        "so-y-te",
+        2,
+        "chu@test.gov.vn",
+        &[(class, 1)],
+    )
+    .await?;
+    let (consumer, _) =
+        govbroker_e2e::data_services::agency_for_claims(t, "bhxh", 2, "chu@test.gov.vn", &[])
+            .await?;
+    Api::<DataServiceClaim>::namespaced(t.client.clone(), &owner_ns)
+        .create(&PostParams::default(), &claim("ho-so-benh-an", class))
+        .await?;
+    let (owner, consumer) = (owner.as_str(), consumer.as_str());
     let api = Api::<DataShare>::all(t.client.clone());
     let pp = PostParams::default();
     let name = unique_name("benh-an-cho-bhxh");
-    let wanted = share(&name, "so-y-te-ha-noi", "bhxh-ha-noi", &t.namespace);
+    let wanted = share(&name, owner, consumer, &t.namespace);
     api.create(&pp, &wanted).await?;
     let got = api.get(&name).await?;
     ensure!(
@@ -428,34 +555,26 @@ async fn shares(t: &TestEnv) -> Result<()> {
     refused(
         api.create(
             &pp,
-            &share(
-                &unique_name("self"),
-                "so-y-te-ha-noi",
-                "so-y-te-ha-noi",
-                &t.namespace,
-            ),
+            &share(&unique_name("self"), owner, owner, &t.namespace),
         )
         .await,
         "spec.consumer.agency must differ from spec.owner.agency",
     )?;
-    let mut elsewhere = share(
-        &unique_name("ns"),
-        "so-y-te-ha-noi",
-        "bhxh-ha-noi",
-        &t.namespace,
-    );
-    elsewhere.spec.owner.namespace = "bhxh-ha-noi-prod".to_owned();
+    // Another agency's namespace: the webhook (which runs before the CRD's rules for
+    // shares) refuses it.
+    let mut elsewhere = share(&unique_name("ns"), owner, consumer, &t.namespace);
+    elsewhere.spec.owner.namespace = format!("{consumer}-prod");
     refused(
         api.create(&pp, &elsewhere).await,
-        "spec.owner.namespace must be one of the owner agency's namespaces",
+        &format!("is not a namespace of agency \"{owner}\""),
     )?;
 
     let raw =
         Api::<DynamicObject>::all_with(t.client.clone(), &ApiResource::erase::<DataShare>(&()));
     let body = |access: Option<&str>, expires: Option<&str>| {
         let mut spec = serde_json::json!({
-            "owner": {"agency": "so-y-te-ha-noi", "namespace": "so-y-te-ha-noi-prod", "claim": "ho-so-benh-an"},
-            "consumer": {"agency": "bhxh-ha-noi"},
+            "owner": {"agency": owner, "namespace": owner_ns, "claim": "ho-so-benh-an"},
+            "consumer": {"agency": consumer},
         });
         if let Some(a) = access {
             spec["access"] = a.into();
@@ -554,9 +673,7 @@ async fn shares(t: &TestEnv) -> Result<()> {
         ensure!(header.contains(column), "no column {column} in:\n{table}");
     }
     ensure!(
-        table.contains("so-y-te-ha-noi")
-            && table.contains("bhxh-ha-noi")
-            && table.contains("ReadOnly"),
+        table.contains(owner) && table.contains(consumer) && table.contains("ReadOnly"),
         "the row:\n{table}"
     );
     Ok(())
