@@ -497,25 +497,28 @@ async fn grant_redis(
 async fn remove_access(share: &DataShare, state: &State) -> Result<Result<(), Problem>, Error> {
     let client = &state.ctx.client;
     let reader = share_reader_name(&share.name_any());
-    let class = share.status.as_ref().and_then(|s| s.class_name.clone());
-    if let Some(class) = class {
-        match target(client, &class, None).await? {
-            Ok(target) => {
-                let owner = instance_names(&share.spec.owner.namespace, &share.spec.owner.claim);
-                let outcome = match target.class.spec.engine {
-                    DataServiceEngine::Postgres => {
-                        revoke_postgres(&target, &owner.database, &reader).await
-                    }
-                    DataServiceEngine::Redis => revoke_redis(&target, &reader).await,
-                };
-                if let Err(problem) = outcome {
-                    return Ok(Err(problem));
+    // The class is recorded before any login, Secret or policy is made, and cleared only
+    // once they are gone: without it there is nothing to remove (and no cluster-wide
+    // lists on every pass of a pending share).
+    let Some(class) = share.status.as_ref().and_then(|s| s.class_name.clone()) else {
+        return Ok(Ok(()));
+    };
+    match target(client, &class, None).await? {
+        Ok(target) => {
+            let owner = instance_names(&share.spec.owner.namespace, &share.spec.owner.claim);
+            let outcome = match target.class.spec.engine {
+                DataServiceEngine::Postgres => {
+                    revoke_postgres(&target, &owner.database, &reader).await
                 }
+                DataServiceEngine::Redis => revoke_redis(&target, &reader).await,
+            };
+            if let Err(problem) = outcome {
+                return Ok(Err(problem));
             }
-            // A class that is gone (or points nowhere) leaves nothing the broker can reach.
-            Err(Problem::Failed { .. }) => {}
-            Err(problem) => return Ok(Err(problem)),
         }
+        // A class that is gone (or points nowhere) leaves nothing the broker can reach.
+        Err(Problem::Failed { .. }) => {}
+        Err(problem) => return Ok(Err(problem)),
     }
     let selector = ListParams::default().labels(&format!("{SHARE_LABEL}={}", share.name_any()));
     let secrets = Api::<Secret>::all(client.clone())

@@ -85,32 +85,41 @@ pub async fn run(
         image_policy: Arc::new(settings.image_policy.clone()),
     };
     let app = Router::new()
-        .route("/validate/agency", post(review::<Agency>(agency::validate)))
+        .route(
+            "/validate/agency",
+            post(review::<Agency>(agency::validate, Stage::Validating)),
+        )
         .route(
             "/mutate/agency",
-            post(review_mutating::<Agency>(agency::link_parent)),
+            post(review::<Agency>(agency::link_parent, Stage::Mutating)),
         )
         .route(
             "/validate/dataserviceclaim",
             post(review::<govbroker_crds::DataServiceClaim>(
                 data_services::admit_claim,
+                Stage::Validating,
             )),
         )
         .route(
             "/mutate/datashare",
-            post(review_mutating::<govbroker_crds::DataShare>(
+            post(review::<govbroker_crds::DataShare>(
                 data_services::admit_share,
+                Stage::Mutating,
             )),
         )
         .route(
             "/mutate/quotarequest",
-            post(review_mutating::<govbroker_crds::QuotaRequest>(
+            post(review::<govbroker_crds::QuotaRequest>(
                 quota_request::admit,
+                Stage::Mutating,
             )),
         )
         .route(
             workload::PATH,
-            post(review::<govbroker_crds::Workload>(workload::validate)),
+            post(review::<govbroker_crds::Workload>(
+                workload::validate,
+                Stage::Validating,
+            )),
         )
         .with_state(state);
 
@@ -157,45 +166,23 @@ async fn own_user(client: &kube::Client) -> Result<String, Error> {
 
 type Handler<K> = fn(AdmissionRequest<K>, WebhookState) -> BoxFuture<'static, AdmissionResponse>;
 
-/// Wraps a validating handler into an axum route that decodes the review and never
-/// fails silently: a review it cannot read is answered with a denial that says why.
+/// When a webhook runs relative to the API server's check of the CRD schema.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Validating: after the schema check, so an object that does not decode is a
+    /// mistake and is denied, saying why.
+    Validating,
+    /// Mutating: before the schema check, so an object that does not even decode into
+    /// its type is admitted unchanged and the schema refuses it with the field's own
+    /// message (e.g. `Unsupported value`).
+    Mutating,
+}
+
+/// Wraps a handler into an axum route that decodes the review and never fails
+/// silently (see [`Stage`] for an object that does not decode).
 fn review<K>(
     handler: Handler<K>,
-) -> impl Fn(
-    State<WebhookState>,
-    Json<AdmissionReview<DynamicObject>>,
-) -> BoxFuture<'static, Json<AdmissionReview<DynamicObject>>>
-+ Clone
-+ Send
-+ 'static
-where
-    K: Resource + DeserializeOwned + Clone + Send + 'static,
-{
-    route(handler, false)
-}
-
-/// Like [`review`], for a mutating handler. Mutating webhooks run before the API server
-/// checks the object against the CRD's schema, so an object that does not even decode
-/// into the type is admitted unchanged: the schema validation that follows refuses it
-/// with the field's own message (e.g. `Unsupported value`).
-fn review_mutating<K>(
-    handler: Handler<K>,
-) -> impl Fn(
-    State<WebhookState>,
-    Json<AdmissionReview<DynamicObject>>,
-) -> BoxFuture<'static, Json<AdmissionReview<DynamicObject>>>
-+ Clone
-+ Send
-+ 'static
-where
-    K: Resource + DeserializeOwned + Clone + Send + 'static,
-{
-    route(handler, true)
-}
-
-fn route<K>(
-    handler: Handler<K>,
-    mutating: bool,
+    stage: Stage,
 ) -> impl Fn(
     State<WebhookState>,
     Json<AdmissionReview<DynamicObject>>,
@@ -218,7 +205,7 @@ where
             let response = match typed {
                 Ok(request) => handler(request, state).await,
                 Err(e) => match TryInto::<AdmissionRequest<DynamicObject>>::try_into(raw) {
-                    Ok(request) if mutating => {
+                    Ok(request) if stage == Stage::Mutating => {
                         info!(error = %e, "an object that does not match its type: left to schema validation");
                         AdmissionResponse::from(&request)
                     }
