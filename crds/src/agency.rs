@@ -123,8 +123,10 @@ pub struct Budget {
     #[schemars(length(max = 10), inner(range(min = 1, max = 1000)))]
     pub alert_thresholds: Vec<u32>,
 
-    /// When true, new Workloads are refused at admission once the month-to-date cost
-    /// has reached the monthly budget. Default false (warn only).
+    /// When true, new Workloads and scale-ups (more replicas) in the agency's namespaces
+    /// are refused at admission once the month-to-date cost (`status.cost`) has reached
+    /// `monthlyVnd`, until the month ends or a platform admin raises the budget; scaling
+    /// down and deleting stay allowed. Default false (the thresholds only warn).
     #[serde(default)]
     pub enforce: bool,
 }
@@ -233,8 +235,11 @@ pub struct AgencyStatus {
     /// What the agency's usage costs this month, from the metering ledger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<AgencyCostStatus>,
-    /// Ready, QuotaExceeded and ParentMissing, with reasons a person can act on.
+    /// Ready, QuotaExceeded and ParentMissing (set by the operator) and BudgetThreshold
+    /// (set by the metering collector when a budget alert threshold is crossed), with
+    /// reasons a person can act on. Keyed by type, so each writer owns its own conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

@@ -776,10 +776,92 @@ pub fn budget_status(
     }
 }
 
+/// Type of the Agency condition that says which budget threshold the month has crossed.
+pub const BUDGET_CONDITION: &str = "BudgetThreshold";
+
+/// The `BudgetThreshold` condition of an agency for `month`: `True` with reason
+/// `Reached<N>Percent` once the month-to-date cost has crossed threshold `N` (the
+/// highest crossed), `False` with `BelowThresholds` before the first.
+///
+/// The condition changes only when a new threshold is crossed or the month turns (its
+/// message carries the cost at the moment of crossing, not the cost now), so it is set
+/// once per threshold and the status does not change on every cost pass. `previous` is
+/// the condition as the Agency has it; `now` becomes `lastTransitionTime` when the
+/// condition changes.
+pub fn budget_condition(
+    month: Month,
+    budget: &BudgetStatus,
+    previous: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+    observed_generation: Option<i64>,
+    now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    let highest = budget.thresholds_reached.iter().max().copied();
+    let (status, reason) = match highest {
+        Some(t) => ("True", format!("Reached{t}Percent")),
+        None => ("False", "BelowThresholds".to_owned()),
+    };
+    // The month leads the message, so a threshold crossed again next month is new.
+    let month_prefix = format!("{month}: ");
+    if let Some(old) = previous.filter(|c| {
+        c.status == status && c.reason == reason && c.message.starts_with(&month_prefix)
+    }) {
+        return Condition {
+            observed_generation,
+            ..old.clone()
+        };
+    }
+    let message = match highest {
+        Some(t) => format!(
+            "{month_prefix}month-to-date cost {} reached {t}% of the monthly budget {} (forecast to month end {})",
+            format_vnd(budget.month_to_date),
+            format_vnd(budget.budget),
+            format_vnd(budget.forecast)
+        ),
+        None => format!(
+            "{month_prefix}month-to-date cost is below every alert threshold of the monthly budget {}",
+            format_vnd(budget.budget)
+        ),
+    };
+    Condition {
+        type_: BUDGET_CONDITION.to_owned(),
+        status: status.to_owned(),
+        reason,
+        message,
+        last_transition_time: now,
+        observed_generation,
+    }
+}
+
+/// Why a new workload (or a scale-up) of `agency` is refused at admission in `month`:
+/// its budget is enforced (`spec.budget.enforce`) and the month-to-date cost in its
+/// status (`status.cost`, of the same month) has reached the monthly budget. `None`
+/// admits. A cost status of an earlier month admits: the new month starts unspent.
+pub fn budget_refusal(
+    agency: &str,
+    budget: &govbroker_crds::Budget,
+    cost: Option<&govbroker_crds::AgencyCostStatus>,
+    month: Month,
+) -> Option<String> {
+    if !budget.enforce {
+        return None;
+    }
+    let cost = cost.filter(|c| c.month == month.to_string())?;
+    if cost.month_to_date_vnd < budget.monthly_vnd {
+        return None;
+    }
+    Some(format!(
+        "agency {agency} has spent {} in {month}, which reaches its monthly budget of {} (spec.budget.monthlyVnd), and the budget is enforced (spec.budget.enforce): new workloads and scale-ups are refused until the month ends. Scaling down and deleting stay allowed. To raise the budget, a platform admin runs: kubectl patch agency {agency} --type merge -p '{{\"spec\":{{\"budget\":{{\"monthlyVnd\":<new amount in đồng>}}}}}}' (or sets spec.budget.enforce to false)",
+        format_vnd(Vnd(cost.month_to_date_vnd)),
+        format_vnd(Vnd(budget.monthly_vnd)),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::metering::{Attribution, Integrator, UsageEntry};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn day(text: &str) -> Day {
         text.parse().unwrap()
@@ -1238,5 +1320,114 @@ mod tests {
             budget_status(Vnd(0), &[50], month, Vnd(1), now).thresholds_reached,
             Vec::<u32>::new()
         );
+    }
+
+    fn time(seconds: i64) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_budget_condition_changes_once_per_threshold_and_month() {
+        let month: Month = "2026-11".parse().unwrap();
+        let now = month.start() + 10 * 86_400;
+        let below = budget_status(Vnd(10_000), &[50, 80, 100], month, Vnd(4_000), now);
+        let c0 = budget_condition(month, &below, None, Some(1), time(now));
+        assert_eq!(
+            (c0.type_.as_str(), c0.status.as_str()),
+            ("BudgetThreshold", "False")
+        );
+        assert_eq!(c0.reason, "BelowThresholds");
+
+        // 60 %: crosses 50, the message carries the cost at that moment (forecast
+        // 6,000 × 2,592,000 / 864,060 = 17,998.75 → 17,999).
+        let half = budget_status(Vnd(10_000), &[50, 80, 100], month, Vnd(6_000), now + 60);
+        let c1 = budget_condition(month, &half, Some(&c0), Some(1), time(now + 60));
+        assert_eq!(
+            (c1.status.as_str(), c1.reason.as_str()),
+            ("True", "Reached50Percent")
+        );
+        assert_eq!(
+            c1.message,
+            "2026-11: month-to-date cost 6.000 ₫ reached 50% of the monthly budget 10.000 ₫ (forecast to month end 17.999 ₫)"
+        );
+        assert_eq!(c1.last_transition_time, time(now + 60));
+
+        // 70 %: still threshold 50: the condition is unchanged (no new time, no new text).
+        let more = budget_status(Vnd(10_000), &[50, 80, 100], month, Vnd(7_000), now + 120);
+        let c2 = budget_condition(month, &more, Some(&c1), Some(2), time(now + 120));
+        assert_eq!(
+            c2,
+            Condition {
+                observed_generation: Some(2),
+                ..c1.clone()
+            }
+        );
+
+        // 100 %: the highest threshold names it.
+        let all = budget_status(Vnd(10_000), &[50, 80, 100], month, Vnd(10_000), now + 180);
+        let c3 = budget_condition(month, &all, Some(&c2), Some(2), time(now + 180));
+        assert_eq!(c3.reason, "Reached100Percent");
+        assert_eq!(c3.last_transition_time, time(now + 180));
+
+        // Next month, crossing 50 % again is a new crossing.
+        let december: Month = "2026-12".parse().unwrap();
+        let again = budget_status(
+            Vnd(10_000),
+            &[50],
+            december,
+            Vnd(6_000),
+            december.start() + 60,
+        );
+        let c4 = budget_condition(
+            december,
+            &again,
+            Some(&c1),
+            Some(2),
+            time(december.start() + 60),
+        );
+        assert!(c4.message.starts_with("2026-12: "), "{}", c4.message);
+        assert_eq!(c4.last_transition_time, time(december.start() + 60));
+    }
+
+    #[test]
+    fn an_enforced_spent_budget_refuses_with_the_amounts_and_the_fix() {
+        let month: Month = "2026-11".parse().unwrap();
+        let budget = |enforce| govbroker_crds::Budget {
+            monthly_vnd: 10_000,
+            alert_thresholds: vec![50, 80, 100],
+            enforce,
+        };
+        let cost = |month: &str, vnd: i64| govbroker_crds::AgencyCostStatus {
+            month: month.to_owned(),
+            month_to_date_vnd: vnd,
+            month_to_date: format_vnd(Vnd(vnd)),
+            ..Default::default()
+        };
+        let spent = cost("2026-11", 10_000);
+        let why = budget_refusal("so-y-te", &budget(true), Some(&spent), month).unwrap();
+        assert!(
+            why.contains("agency so-y-te has spent 10.000 ₫ in 2026-11"),
+            "{why}"
+        );
+        assert!(why.contains("monthly budget of 10.000 ₫"), "{why}");
+        assert!(why.contains("kubectl patch agency so-y-te"), "{why}");
+        // Not enforced, not yet spent, last month's spending, or no cost known: admitted.
+        assert_eq!(
+            budget_refusal("so-y-te", &budget(false), Some(&spent), month),
+            None
+        );
+        let under = cost("2026-11", 9_999);
+        assert_eq!(
+            budget_refusal("so-y-te", &budget(true), Some(&under), month),
+            None
+        );
+        let october = cost("2026-10", 50_000);
+        assert_eq!(
+            budget_refusal("so-y-te", &budget(true), Some(&october), month),
+            None
+        );
+        assert_eq!(budget_refusal("so-y-te", &budget(true), None, month), None);
     }
 }

@@ -1,16 +1,19 @@
 //! Month-to-date cost and budgets: rates each agency's month so far from the ledger,
 //! writes `Agency.status.cost` (server-side apply, field manager `govbroker-metering`,
-//! so the agency controller's fields are untouched), emits a `BudgetThreshold` Event
-//! once per threshold and month, and exports per-agency cost gauges.
+//! so the agency controller's fields are untouched), sets the `BudgetThreshold`
+//! condition and emits a `BudgetThreshold` Event once per threshold and month, and
+//! exports per-agency cost gauges.
 
 use std::collections::BTreeMap;
 
 use govbroker_crds::{Agency, AgencyCostStatus, PriceList};
 use govbroker_domain::billing::{
-    PriceSchedule, Vnd, budget_status, format_vnd, rate_month, schedule_from_price_list,
+    BUDGET_CONDITION, BudgetStatus, PriceSchedule, Vnd, budget_condition, budget_status,
+    format_vnd, rate_month, schedule_from_price_list,
 };
 use govbroker_domain::metering::{Day, Month};
 use govbroker_ledger::usage::UsageLedger;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -101,6 +104,34 @@ pub fn cost_status(agency: &Agency, month: Month, total: Vnd, now: i64) -> Agenc
     status
 }
 
+/// The agency's `BudgetThreshold` condition (see [`budget_condition`]), or none when it
+/// has no budget (applying no condition removes the one this field manager set before).
+pub fn budget_condition_of(
+    agency: &Agency,
+    month: Month,
+    cost: &AgencyCostStatus,
+    previous: Option<&Condition>,
+    now: i64,
+) -> Option<Condition> {
+    let budget = agency.spec.budget.as_ref()?;
+    let status = BudgetStatus {
+        budget: Vnd(budget.monthly_vnd),
+        month_to_date: Vnd(cost.month_to_date_vnd),
+        forecast: Vnd(cost.forecast_vnd),
+        percent_used: cost.budget_used_percent.unwrap_or_default(),
+        thresholds_reached: cost.thresholds_reached.clone(),
+    };
+    let now = k8s_openapi::jiff::Timestamp::from_second(now)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+    Some(budget_condition(
+        month,
+        &status,
+        previous,
+        agency.metadata.generation,
+        Time(now),
+    ))
+}
+
 /// Rates every agency's month so far and updates its status, Events and gauges. Errors
 /// of one agency (no price list, unpriced usage) are logged and skip it.
 pub async fn update_all(
@@ -164,7 +195,12 @@ pub async fn update_all(
                     .set(i64::from(p));
             }
             let previous = agency.status.as_ref().and_then(|s| s.cost.as_ref());
-            if previous == Some(&status) {
+            let previous_condition = agency
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.iter().find(|c| c.type_ == BUDGET_CONDITION));
+            let condition = budget_condition_of(agency, month, &status, previous_condition, now);
+            if previous == Some(&status) && previous_condition == condition.as_ref() {
                 continue;
             }
             for threshold in newly_reached(previous, month, &status.thresholds_reached) {
@@ -188,7 +224,7 @@ pub async fn update_all(
             let patch = serde_json::json!({
                 "apiVersion": Agency::api_version(&()),
                 "kind": Agency::kind(&()),
-                "status": {"cost": status},
+                "status": {"cost": status, "conditions": condition.as_slice()},
             });
             agencies
                 .patch_status(

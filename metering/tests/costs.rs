@@ -1,5 +1,7 @@
 //! Month-to-date cost and budgets on the real control plane: the collector's cost pass
-//! writes `Agency.status.cost` and emits one `BudgetThreshold` Event per threshold.
+//! writes `Agency.status.cost`, the `BudgetThreshold` condition and one `BudgetThreshold`
+//! Event per threshold; an enforced, spent budget refuses new workloads and scale-ups
+//! at the operator's admission webhook until a platform admin raises it.
 //!
 //! Run under the shared lock: `flock /tmp/govbroker-cluster.lock cargo test -p
 //! govbroker-metering --test costs`.
@@ -8,16 +10,16 @@ use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 
 use anyhow::{Context, ensure};
-use govbroker_crds::{Agency, PriceList};
+use govbroker_crds::{Agency, PriceList, Workload};
 use govbroker_domain::metering::{Attribution, Day, Integrator, Meter};
-use govbroker_e2e::{label_for_test, scenario, unique_name};
+use govbroker_e2e::{DEFAULT_TIMEOUT, eventually, label_for_test, scenario, unique_name, wait_for};
 use govbroker_ledger::LedgerOptions;
 use govbroker_ledger::usage::{AgencyCheckpoint, AgencyCommit, UsageLedger};
 use govbroker_metering::Metrics;
 use govbroker_metering::costs;
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 
 #[tokio::test]
 async fn budgets_are_tracked_in_the_agency_status() {
@@ -55,38 +57,8 @@ async fn budgets_are_tracked_in_the_agency_status() {
             agencies.create(&PostParams::default(), &agency).await?;
 
             // Today, 6 vCPU-hours: 6,000 ₫ of a 10,000 ₫ budget.
-            let ledger = UsageLedger::connect(
-                &[govbroker_e2e::api::LEDGER_ENDPOINT.to_owned()],
-                &prefix,
-                LedgerOptions::default(),
-            )
-            .await?;
-            let fence = ledger.acquire("test", 10).await?;
+            let ledger = commit_cpu(&prefix, &name, 6).await?;
             let today = Day::of(jiff::Timestamp::now().as_second());
-            let mut integrator = Integrator::default();
-            let who = Attribution {
-                agency: name.clone(),
-                environment: "prod".into(),
-                namespace: format!("{name}-prod"),
-                workload: "Pod/x".into(),
-            };
-            integrator.observe("x", today.start(), Some((who, vec![(Meter::Cpu, 6000)])));
-            integrator.observe("x", today.start() + 3600, None);
-            let days = integrator
-                .take_days()
-                .into_iter()
-                .map(|((_, d), b)| (d, b))
-                .collect::<BTreeMap<_, _>>();
-            let commit = AgencyCommit {
-                checkpoint: AgencyCheckpoint {
-                    agency: name.clone(),
-                    ..Default::default()
-                },
-                days,
-                expected_revision: 0,
-            };
-            ledger.commit(&fence, &[commit]).await?;
-
             let metrics = Metrics::new();
             let recorder = costs::recorder(&t.client, "test");
             costs::update_all(&t.client, &ledger, &metrics.costs, &recorder).await?;
@@ -129,6 +101,260 @@ async fn budgets_are_tracked_in_the_agency_status() {
                 "{budget:#?}"
             );
             ensure!(budget[0].series.is_none(), "{budget:#?}");
+            // The condition says the same, once.
+            let status = agencies.get(&name).await?.status.context("status")?;
+            let condition = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "BudgetThreshold")
+                .context("the BudgetThreshold condition")?;
+            ensure!(
+                condition.status == "True" && condition.reason == "Reached50Percent",
+                "{condition:?}"
+            );
+            ensure!(
+                condition.message.contains(
+                    "month-to-date cost 6.000 ₫ reached 50% of the monthly budget 10.000 ₫"
+                ),
+                "{condition:?}"
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = lists.delete(&prices, &DeleteParams::default()).await;
+        if let Ok(mut etcd) =
+            etcd_client::Client::connect([govbroker_e2e::api::LEDGER_ENDPOINT], None).await
+        {
+            let _ = etcd
+                .delete(
+                    format!("{prefix}/"),
+                    Some(etcd_client::DeleteOptions::new().with_prefix()),
+                )
+                .await;
+        }
+        result
+    })
+    .await;
+}
+
+/// Writes `vcpu_hours` of CPU today for `agency` into the ledger under `prefix`.
+async fn commit_cpu(prefix: &str, agency: &str, vcpu_hours: u64) -> anyhow::Result<UsageLedger> {
+    let ledger = UsageLedger::connect(
+        &[govbroker_e2e::api::LEDGER_ENDPOINT.to_owned()],
+        prefix,
+        LedgerOptions::default(),
+    )
+    .await?;
+    let fence = ledger.acquire("test", 10).await?;
+    let today = Day::of(jiff::Timestamp::now().as_second());
+    let mut integrator = Integrator::default();
+    let who = Attribution {
+        agency: agency.to_owned(),
+        environment: "prod".into(),
+        namespace: format!("{agency}-prod"),
+        workload: "Pod/x".into(),
+    };
+    integrator.observe(
+        "x",
+        today.start(),
+        Some((who, vec![(Meter::Cpu, vcpu_hours * 1000)])),
+    );
+    integrator.observe("x", today.start() + 3600, None);
+    let days = integrator
+        .take_days()
+        .into_iter()
+        .map(|((_, d), b)| (d, b))
+        .collect::<BTreeMap<_, _>>();
+    let commit = AgencyCommit {
+        checkpoint: AgencyCheckpoint {
+            agency: agency.to_owned(),
+            ..Default::default()
+        },
+        days,
+        expected_revision: 0,
+    };
+    ledger.commit(&fence, &[commit]).await?;
+    Ok(ledger)
+}
+
+fn workload(name: &str, replicas: i32) -> anyhow::Result<Workload> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "govbroker.io/v1alpha1", "kind": "Workload",
+        "metadata": {"name": name},
+        "spec": {"image": "registry.gov.vn/so-tai-chinh/ke-toan:1", "replicas": replicas,
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}}
+    }))?)
+}
+
+/// The message of a refused request, or an error when it was admitted.
+fn refusal<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> anyhow::Result<String> {
+    match result {
+        Err(kube::Error::Api(e)) if e.code == 403 => Ok(e.message),
+        other => anyhow::bail!("expected a refusal (403), got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_enforced_budget_refuses_new_workloads_and_scale_ups_until_raised() {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let prefix = format!("/govbroker-test-budget-{random:016x}");
+    let operator = govbroker_e2e::api::workspace_binary("govbroker-operator", "govbroker-operator")
+        .expect("the operator binary");
+    govbroker_e2e::operator(operator.to_str().expect("a UTF-8 path"));
+    scenario("metering-budget-enforced", |t| async move {
+        let name = unique_name("so-ke-hoach");
+        let prices = unique_name("gia");
+        let lists = Api::<PriceList>::all(t.client.clone());
+        let pl: PriceList = serde_json::from_value(serde_json::json!({
+            "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
+            "metadata": {"name": prices},
+            "spec": {"revisions": [{"revision": 1, "reason": "thử", "rates": [
+                {"effectiveFrom": "2020-01-01", "cpuPerVcpuHour": "1000",
+                 "memoryPerGibHour": "0", "storagePerGibMonth": "0"}]}]}
+        }))?;
+        lists.create(&PostParams::default(), &pl).await?;
+        let result = async {
+            let quota =
+                serde_json::json!({"cpu": "4", "memory": "4Gi", "pods": "20", "services": "5"});
+            let mut agency: Agency = serde_json::from_value(serde_json::json!({
+                "apiVersion": "govbroker.io/v1alpha1", "kind": "Agency",
+                "metadata": {"name": name},
+                "spec": {"displayName": "Sở Kế hoạch và Đầu tư", "level": "Central",
+                    "securityLevel": 2, "priceList": prices,
+                    "environments": [{"name": "prod", "quota": quota}], "quota": quota,
+                    "budget": {"monthlyVnd": 5000, "alertThresholds": [50, 100],
+                        "enforce": true}}
+            }))?;
+            label_for_test(&mut agency, &t.namespace);
+            let agencies = Api::<Agency>::all(t.client.clone());
+            agencies.create(&PostParams::default(), &agency).await?;
+            let namespace = format!("{name}-prod");
+            wait_for(
+                &agencies,
+                &name,
+                "the agency to be Ready",
+                DEFAULT_TIMEOUT,
+                |a: Option<&Agency>| {
+                    a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "Ready" && c.status == "True")
+                    })
+                },
+            )
+            .await?;
+            let workloads = Api::<Workload>::namespaced(t.client.clone(), &namespace);
+            let pp = PostParams::default();
+            // Nothing spent yet: admitted.
+            workloads
+                .create(&pp, &workload("cong-thong-tin", 1)?)
+                .await?;
+
+            // 6 vCPU-hours: 6.000 ₫ of a 5.000 ₫ budget.
+            let ledger = commit_cpu(&prefix, &name, 6).await?;
+            let metrics = Metrics::new();
+            let recorder = costs::recorder(&t.client, "test");
+            costs::update_all(&t.client, &ledger, &metrics.costs, &recorder).await?;
+
+            // The webhook reads the cost from its agency cache: wait until it refuses.
+            let message = eventually(
+                "the spent budget to refuse a new workload",
+                DEFAULT_TIMEOUT,
+                || async {
+                    match workloads.create(&pp, &workload("bao-cao", 1)?).await {
+                        Ok(_) => {
+                            workloads
+                                .delete("bao-cao", &DeleteParams::default())
+                                .await?;
+                            Ok(None)
+                        }
+                        Err(e) => refusal::<()>(Err(e)).map(Some),
+                    }
+                },
+            )
+            .await?;
+            for part in [
+                &format!("agency {name} has spent 6.000 ₫"),
+                "monthly budget of 5.000 ₫",
+                "spec.budget.enforce",
+                &format!("kubectl patch agency {name}"),
+            ] {
+                ensure!(message.contains(part), "{part:?} missing from: {message}");
+            }
+            // A scale-up through the workload and through its scale subresource: refused.
+            let up = serde_json::json!({"spec": {"replicas": 3}});
+            refusal(
+                workloads
+                    .patch(
+                        "cong-thong-tin",
+                        &PatchParams::default(),
+                        &Patch::Merge(&up),
+                    )
+                    .await,
+            )?;
+            let message = refusal(
+                workloads
+                    .patch_scale(
+                        "cong-thong-tin",
+                        &PatchParams::default(),
+                        &Patch::Merge(&up),
+                    )
+                    .await,
+            )?;
+            ensure!(message.contains("budget"), "{message}");
+            // Scaling down stays allowed.
+            let down = serde_json::json!({"spec": {"replicas": 0}});
+            workloads
+                .patch_scale(
+                    "cong-thong-tin",
+                    &PatchParams::default(),
+                    &Patch::Merge(&down),
+                )
+                .await?;
+
+            // A platform admin raises the budget: new workloads are admitted again, and
+            // the agency controller's status write keeps the collector's condition.
+            let raise = serde_json::json!({"spec": {"budget": {"monthlyVnd": 20000}}});
+            let raised = agencies
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&raise))
+                .await?;
+            let generation = raised.metadata.generation;
+            eventually(
+                "a new workload to be admitted after the raise",
+                DEFAULT_TIMEOUT,
+                || async {
+                    match workloads.create(&pp, &workload("bao-cao", 1)?).await {
+                        Ok(_) => Ok(Some(())),
+                        Err(kube::Error::Api(e)) if e.code == 403 => Ok(None),
+                        Err(e) => Err(e.into()),
+                    }
+                },
+            )
+            .await?;
+            let agency = wait_for(
+                &agencies,
+                &name,
+                "the agency controller to observe the raise",
+                DEFAULT_TIMEOUT,
+                move |a: Option<&Agency>| {
+                    a.and_then(|a| a.status.as_ref())
+                        .is_some_and(|s| s.observed_generation == generation)
+                },
+            )
+            .await?
+            .context("the agency")?;
+            let conditions = agency.status.context("status")?.conditions;
+            let budget = conditions
+                .iter()
+                .find(|c| c.type_ == "BudgetThreshold")
+                .context("the BudgetThreshold condition after the agency controller wrote")?;
+            ensure!(budget.reason == "Reached100Percent", "{budget:?}");
+            ensure!(
+                conditions.iter().any(|c| c.type_ == "Ready"),
+                "{conditions:?}"
+            );
             anyhow::Ok(())
         }
         .await;
