@@ -658,7 +658,16 @@ async fn write_status(
     agency: &Agency,
     status: AgencyStatus,
 ) -> Result<(), Error> {
-    if agency.status.as_ref() == Some(&status) {
+    // `status.cost` and the BudgetThreshold condition are the metering collector's
+    // (another field manager): they are no reason to write.
+    let mut current = agency.status.clone();
+    if let Some(current) = current.as_mut() {
+        current.cost = None;
+        current
+            .conditions
+            .retain(|c| c.type_ != govbroker_domain::billing::BUDGET_CONDITION);
+    }
+    if current.as_ref() == Some(&status) {
         return Ok(());
     }
     #[derive(Debug, Serialize)]

@@ -121,6 +121,13 @@ pub async fn run(
                 Stage::Validating,
             )),
         )
+        .route(
+            workload::SCALE_PATH,
+            post(review::<k8s_openapi::api::autoscaling::v1::Scale>(
+                workload::validate_scale,
+                Stage::Validating,
+            )),
+        )
         .with_state(state);
 
     let handle = axum_server::Handle::new();
@@ -283,7 +290,7 @@ async fn apply_configurations(ctx: &Context, ca_bundle: &[u8]) -> Result<(), Err
                 rules: Some(vec![scoped_rule(
                     "Namespaced",
                     "dataserviceclaims",
-                    &["CREATE"],
+                    &["CREATE", "UPDATE"],
                 )]),
                 ..Default::default()
             },
@@ -330,6 +337,7 @@ async fn apply_configurations(ctx: &Context, ca_bundle: &[u8]) -> Result<(), Err
     let mut validating = validating;
     if let Some(webhooks) = validating.webhooks.as_mut() {
         webhooks.push(workload::webhook(ctx, ca_bundle));
+        webhooks.push(workload::scale_webhook(ctx, ca_bundle));
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     Api::<ValidatingWebhookConfiguration>::all(ctx.client.clone())

@@ -1,6 +1,7 @@
 //! Admission of Workloads: only in an agency's namespace, a valid image reference and
-//! sane resources ([`govbroker_domain::workload::validate`]), and an image from a
-//! registry the agency's security level allows (the operator's `--image-policy`).
+//! sane resources ([`govbroker_domain::workload::validate`]), an image from a
+//! registry the agency's security level allows (the operator's `--image-policy`), and
+//! no new workload or scale-up once the agency's enforced budget is spent.
 
 use std::sync::OnceLock;
 
@@ -8,8 +9,10 @@ use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use govbroker_crds::Workload;
 use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL};
+use govbroker_domain::metering::Day;
 use govbroker_domain::workload::{parse_image, validate as validate_spec};
 use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ValidatingWebhook};
+use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::PartialObjectMeta;
@@ -129,6 +132,15 @@ async fn validate_now(
             ),
         );
     }
+    // An enforced, spent budget stops new workloads and scale-ups, not what runs.
+    let grows = request.operation == Operation::Create
+        || request
+            .old_object
+            .as_ref()
+            .is_some_and(|old| workload.spec.replicas > old.spec.replicas);
+    if grows && let Some(why) = budget_refusal(state, &labels[AGENCY_LABEL]).await {
+        return refuse(response, Refusal::Forbidden, why);
+    }
     // The image policy is checked when the image is chosen; a later policy change does
     // not stop an owner from scaling down or pausing what already runs.
     let image_changed = request.operation == Operation::Create
@@ -150,4 +162,76 @@ async fn validate_now(
         }
     }
     response
+}
+
+/// Path of the handler of `workloads/scale` (`kubectl scale workload`).
+pub const SCALE_PATH: &str = "/validate/workload-scale";
+
+/// The validating webhook entry for the scale subresource of Workloads: a scale-up is
+/// refused like a new workload when the agency's enforced budget is spent.
+pub fn scale_webhook(ctx: &Context, ca_bundle: &[u8]) -> ValidatingWebhook {
+    ValidatingWebhook {
+        name: "workload-scale.govbroker.io".to_owned(),
+        client_config: super::client_config(ctx, ca_bundle, SCALE_PATH),
+        rules: Some(vec![RuleWithOperations {
+            resources: Some(vec!["workloads/scale".to_owned()]),
+            operations: Some(vec!["UPDATE".to_owned()]),
+            ..webhook(ctx, ca_bundle).rules.unwrap_or_default().remove(0)
+        }]),
+        ..webhook(ctx, ca_bundle)
+    }
+}
+
+/// Admits or refuses a change of a Workload's `scale` subresource.
+pub fn validate_scale(
+    request: AdmissionRequest<Scale>,
+    state: WebhookState,
+) -> BoxFuture<'static, AdmissionResponse> {
+    Box::pin(async move {
+        let response = AdmissionResponse::from(&request);
+        let replicas = |s: &Scale| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+        let grows = match (&request.object, &request.old_object) {
+            (Some(new), Some(old)) => replicas(new) > replicas(old),
+            _ => false,
+        };
+        if !grows {
+            return response;
+        }
+        let namespace = request.namespace.clone().unwrap_or_default();
+        let agency = match agency_namespace(&state.client, &namespace).await {
+            Ok(ns) => ns
+                .and_then(|n| n.metadata.labels)
+                .and_then(|mut l| l.remove(AGENCY_LABEL)),
+            Err(e) => {
+                return refuse(
+                    response,
+                    Refusal::Unavailable,
+                    format!("cannot read namespace \"{namespace}\" to find its agency: {e}"),
+                );
+            }
+        };
+        match agency {
+            Some(agency) => match budget_refusal(&state, &agency).await {
+                Some(why) => refuse(response, Refusal::Forbidden, why),
+                None => response,
+            },
+            None => response,
+        }
+    })
+}
+
+/// Why the agency's enforced budget refuses growth now
+/// ([`govbroker_domain::billing::budget_refusal`]), from the agency cache.
+async fn budget_refusal(state: &WebhookState, agency: &str) -> Option<String> {
+    let agency_object = super::agency::lookup(state, agency).await?;
+    let budget = agency_object.spec.budget.as_ref()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    govbroker_domain::billing::budget_refusal(
+        agency,
+        budget,
+        agency_object.status.as_ref().and_then(|s| s.cost.as_ref()),
+        Day::of(now).month(),
+    )
 }
