@@ -55,7 +55,10 @@ pub struct DataServiceClaimSpec {
 
     /// Engine-specific settings for the broker, at most 16 entries; keys are letters,
     /// digits, '_', '-' and '.' (at most 63 characters), values at most 1024 characters.
-    /// For example `extensions: postgis` or `encoding: UTF8` for PostgreSQL.
+    /// PostgreSQL accepts `extensions` (comma-separated trusted extensions, e.g.
+    /// `unaccent,pg_trgm`) and the database settings `timezone`, `statement_timeout`,
+    /// `lock_timeout`, `idle_in_transaction_session_timeout` and `work_mem`; Redis accepts
+    /// none. The admission webhook refuses anything else with the accepted list.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 16, "additionalProperties" = {"type": "string", "maxLength": 1024}))]
     #[x_kube(validation = Rule::new("self.all(k, size(k) <= 63 && k.matches('^[A-Za-z0-9][-A-Za-z0-9_.]*$'))").message("spec.parameters keys start with a letter or digit and contain only letters, digits, '_', '-' and '.', at most 63 characters"))]
@@ -107,13 +110,18 @@ pub struct DataServiceClaimStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_rotation: Option<String>,
     /// Size of the PostgreSQL database in bytes, sampled by the broker (at most every
-    /// 10 minutes) for metering as storage.
+    /// 10 minutes, and again when the class changes) for metering as storage and against
+    /// the plan's `storage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_bytes: Option<i64>,
     /// Number of keys under the Redis instance's prefix, counted by the broker (at most
-    /// every 10 minutes) against the plan's `maxKeys`.
+    /// every 10 minutes, and again when the class changes) against the plan's `maxKeys`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keys: Option<i64>,
+    /// Memory used by the Redis instance's keys in bytes (the sum of `MEMORY USAGE`),
+    /// measured with the key count, against the plan's `memory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<i64>,
     /// What happened, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -251,25 +251,48 @@ pub struct MeasuredUse {
     pub storage_bytes: Option<i64>,
     /// Redis: the number of keys under the instance's prefix.
     pub keys: Option<i64>,
+    /// Redis: the memory its keys use in bytes (the sum of `MEMORY USAGE`).
+    pub memory_bytes: Option<i64>,
+}
+
+/// A plan's measured limits as written in the class: quantities such as `5Gi` for
+/// storage and memory, a count for keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MeasuredLimits<'a> {
+    /// PostgreSQL: the most disk the database may use.
+    pub storage: Option<&'a str>,
+    /// Redis: the most memory the instance's keys may use.
+    pub memory: Option<&'a str>,
+    /// Redis: the most keys the instance may hold.
+    pub max_keys: Option<i64>,
 }
 
 /// Which of a plan's measured limits an instance is over, in words (none: within its
-/// plan). `storage` is a quantity such as `5Gi`; a limit that does not parse is ignored
-/// here (the class's schema refuses most bad quantities).
-pub fn over_plan(storage: Option<&str>, max_keys: Option<i64>, used: MeasuredUse) -> Vec<String> {
+/// plan). A limit that does not parse is ignored here (the class's schema refuses most
+/// bad quantities).
+pub fn over_plan(limits: MeasuredLimits<'_>, used: MeasuredUse) -> Vec<String> {
+    let bytes = |q: Option<&str>| {
+        q.and_then(|q| crate::quantity::Amount::parse(q).ok())
+            .map(|a| a.milli() / 1000)
+    };
     let mut over = Vec::new();
-    let storage_limit = storage
-        .and_then(|q| crate::quantity::Amount::parse(q).ok())
-        .map(|a| a.milli() / 1000);
-    if let (Some(limit), Some(bytes)) = (storage_limit, used.storage_bytes)
-        && i128::from(bytes) > limit
+    if let (Some(limit), Some(used)) = (bytes(limits.storage), used.storage_bytes)
+        && i128::from(used) > limit
     {
         over.push(format!(
-            "the database uses {bytes} bytes, more than the plan's storage of {} ({limit} bytes)",
-            storage.unwrap_or_default()
+            "the database uses {used} bytes, more than the plan's storage of {} ({limit} bytes)",
+            limits.storage.unwrap_or_default()
         ));
     }
-    if let (Some(limit), Some(keys)) = (max_keys, used.keys)
+    if let (Some(limit), Some(used)) = (bytes(limits.memory), used.memory_bytes)
+        && i128::from(used) > limit
+    {
+        over.push(format!(
+            "the instance's keys use {used} bytes of memory, more than the plan's memory of {} ({limit} bytes)",
+            limits.memory.unwrap_or_default()
+        ));
+    }
+    if let (Some(limit), Some(keys)) = (limits.max_keys, used.keys)
         && keys > limit
     {
         over.push(format!(
@@ -279,6 +302,218 @@ pub fn over_plan(storage: Option<&str>, max_keys: Option<i64>, used: MeasuredUse
     over
 }
 
+/// What the broker does to an instance over its plan: new writes are refused until it is
+/// back within the plan, while reading and deleting (how an agency frees space) go on.
+pub const WRITES_SUSPENDED_NOTE: &str = "writes are suspended until the instance is back within its plan: delete data, or claim a larger plan and move the data there";
+
+/// PostgreSQL: makes the claim's role start every session in its database read-only
+/// (`suspend`) or lifts that. Like a managed server that runs out of disk, this is a
+/// brake rather than a wall: a client can still end the read-only state in its own
+/// session (`SET default_transaction_read_only = off`), which is how an agency deletes
+/// data to get back within its plan; the overage stays visible in the claim's status
+/// and is billed as storage.
+pub fn suspend_writes(role: &str, database: &str, suspend: bool) -> Result<String, UnsafeText> {
+    let (role, database) = (quote_ident(role)?, quote_ident(database)?);
+    Ok(if suspend {
+        format!("ALTER ROLE {role} IN DATABASE {database} SET default_transaction_read_only = on")
+    } else {
+        format!("ALTER ROLE {role} IN DATABASE {database} RESET default_transaction_read_only")
+    })
+}
+
+/// Whether a role's writes in a database are suspended by [`suspend_writes`]; bind the
+/// role as `$1` and the database as `$2`.
+pub const WRITES_SUSPENDED: &str = "SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole JOIN pg_database d ON d.oid = s.setdatabase WHERE r.rolname = $1 AND d.datname = $2 AND 'default_transaction_read_only=on' = ANY (s.setconfig)";
+
+/// Terminates every session of a role, so that the next ones start with its new
+/// settings; bind the role as `$1`.
+pub const TERMINATE_ROLE_SESSIONS: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1 AND pid <> pg_backend_pid()";
+
+/// Database settings a PostgreSQL claim may choose in `spec.parameters`, each with what
+/// its value may look like. Values reach the server as quoted literals; the pattern only
+/// turns a typo into a clear refusal at admission instead of a failed claim.
+const POSTGRES_SETTINGS: [(&str, &str); 5] = [
+    (
+        "timezone",
+        "a time zone name such as Asia/Ho_Chi_Minh or UTC",
+    ),
+    ("statement_timeout", "a duration such as 30s, 500ms or 5min"),
+    ("lock_timeout", "a duration such as 30s, 500ms or 5min"),
+    (
+        "idle_in_transaction_session_timeout",
+        "a duration such as 30s, 500ms or 5min",
+    ),
+    ("work_mem", "a size such as 4MB or 64kB"),
+];
+
+/// Extensions a PostgreSQL claim may ask for with `extensions`: the contrib extensions
+/// PostgreSQL marks trusted (a database owner could create them), so none gives a
+/// claim more than its own database. `unaccent` and `pg_trgm` serve Vietnamese search.
+pub const POSTGRES_EXTENSIONS: [&str; 12] = [
+    "btree_gin",
+    "btree_gist",
+    "citext",
+    "cube",
+    "fuzzystrmatch",
+    "hstore",
+    "intarray",
+    "isn",
+    "ltree",
+    "pg_trgm",
+    "pgcrypto",
+    "unaccent",
+];
+
+/// A claim's `spec.parameters` that the broker cannot honour.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParameterError {
+    /// The engine takes no parameter of that name.
+    #[error("spec.parameters.{key} is not a {engine} parameter; {engine} claims accept {accepted}")]
+    Unknown {
+        /// The key as written.
+        key: String,
+        /// `postgres` or `redis`.
+        engine: &'static str,
+        /// The keys the engine accepts, in words.
+        accepted: String,
+    },
+    /// The value does not fit the parameter.
+    #[error("spec.parameters.{key} is {value:?}, but it must be {expected}")]
+    BadValue {
+        /// The key.
+        key: String,
+        /// The value as written.
+        value: String,
+        /// What it should look like.
+        expected: String,
+    },
+}
+
+/// A PostgreSQL claim's parameters, checked: the database settings to set and the
+/// extensions to create.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PostgresParameters {
+    /// Database settings, by name.
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// Extensions, each once, in order.
+    pub extensions: Vec<String>,
+}
+
+/// Checks a PostgreSQL claim's `spec.parameters`: `extensions` (a comma-separated list of
+/// [`POSTGRES_EXTENSIONS`]) and the settings of `POSTGRES_SETTINGS`.
+pub fn postgres_parameters(
+    parameters: &std::collections::BTreeMap<String, String>,
+) -> Result<PostgresParameters, ParameterError> {
+    let mut checked = PostgresParameters::default();
+    for (key, value) in parameters {
+        let bad = |expected: &str| ParameterError::BadValue {
+            key: key.clone(),
+            value: value.clone(),
+            expected: expected.to_owned(),
+        };
+        if key == "extensions" {
+            for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                if !POSTGRES_EXTENSIONS.contains(&name) {
+                    return Err(bad(&format!(
+                        "a comma-separated list of extensions among {}",
+                        POSTGRES_EXTENSIONS.join(", ")
+                    )));
+                }
+                if !checked.extensions.iter().any(|e| e == name) {
+                    checked.extensions.push(name.to_owned());
+                }
+            }
+            continue;
+        }
+        let Some((_, expected)) = POSTGRES_SETTINGS.iter().find(|(name, _)| name == key) else {
+            let mut accepted: Vec<&str> = POSTGRES_SETTINGS.iter().map(|(n, _)| *n).collect();
+            accepted.insert(0, "extensions");
+            return Err(ParameterError::Unknown {
+                key: key.clone(),
+                engine: "postgres",
+                accepted: accepted.join(", "),
+            });
+        };
+        if !setting_value_fits(key, value) {
+            return Err(bad(expected));
+        }
+        checked.settings.insert(key.clone(), value.clone());
+    }
+    Ok(checked)
+}
+
+fn setting_value_fits(key: &str, value: &str) -> bool {
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (digits, unit) = value.split_at(split);
+    let number = !digits.is_empty() && digits.len() <= 9;
+    match key {
+        "timezone" => {
+            !value.is_empty()
+                && value.len() <= 64
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'))
+        }
+        "work_mem" => number && matches!(unit, "" | "kB" | "MB" | "GB"),
+        _ => number && matches!(unit, "" | "ms" | "s" | "min" | "h"),
+    }
+}
+
+/// Checks a Redis claim's `spec.parameters`: Redis users have no per-user settings, so
+/// none is accepted.
+pub fn redis_parameters(
+    parameters: &std::collections::BTreeMap<String, String>,
+) -> Result<(), ParameterError> {
+    match parameters.keys().next() {
+        None => Ok(()),
+        Some(key) => Err(ParameterError::Unknown {
+            key: key.clone(),
+            engine: "redis",
+            accepted: "no parameters".to_owned(),
+        }),
+    }
+}
+
+/// The statements that give a database exactly the chosen settings: each known setting
+/// set to its value or reset, so removing a parameter takes effect too. Run as admin;
+/// new sessions see the result.
+pub fn database_settings(
+    database: &str,
+    parameters: &PostgresParameters,
+) -> Result<Vec<String>, UnsafeText> {
+    let database = quote_ident(database)?;
+    POSTGRES_SETTINGS
+        .iter()
+        .map(|(name, _)| {
+            Ok(match parameters.settings.get(*name) {
+                Some(value) => format!(
+                    "ALTER DATABASE {database} SET {name} = {}",
+                    quote_literal(value)?
+                ),
+                None => format!("ALTER DATABASE {database} RESET {name}"),
+            })
+        })
+        .collect()
+}
+
+/// `CREATE EXTENSION IF NOT EXISTS` for each chosen extension; run connected to the
+/// claim's database. Extensions no longer asked for are left in place: dropping one
+/// could drop the agency's columns that use its types.
+pub fn create_extensions(parameters: &PostgresParameters) -> Result<Vec<String>, UnsafeText> {
+    parameters
+        .extensions
+        .iter()
+        .map(|name| {
+            Ok(format!(
+                "CREATE EXTENSION IF NOT EXISTS {}",
+                quote_ident(name)?
+            ))
+        })
+        .collect()
+}
+
 /// What a Redis ACL user may do with its keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RedisAccess {
@@ -286,6 +521,9 @@ pub enum RedisAccess {
     ReadWrite,
     /// A share's consumer.
     ReadOnly,
+    /// The claim's own user while the instance is over its plan: reading and deleting
+    /// only, so the agency can free space but not add to it.
+    ReadAndDelete,
 }
 
 /// The arguments of `ACL SETUSER` for a user limited to `<prefix>:*`: everything reset
@@ -328,8 +566,12 @@ pub fn redis_acl(
         "+@connection".to_owned(),
         "+@read".to_owned(),
     ];
-    if access == RedisAccess::ReadWrite {
-        rules.push("+@write".to_owned());
+    match access {
+        RedisAccess::ReadWrite => rules.push("+@write".to_owned()),
+        RedisAccess::ReadAndDelete => {
+            rules.extend(["+del", "+unlink"].map(str::to_owned));
+        }
+        RedisAccess::ReadOnly => {}
     }
     rules.push("-@dangerous".to_owned());
     Ok(rules)
@@ -341,14 +583,51 @@ mod tests {
 
     #[test]
     fn an_instance_is_over_its_plan_only_past_a_measured_limit() {
-        let used = |storage_bytes, keys| MeasuredUse {
+        let used = |storage_bytes, keys, memory_bytes| MeasuredUse {
             storage_bytes,
             keys,
+            memory_bytes,
         };
-        assert!(over_plan(Some("5Gi"), Some(100), used(Some(5 << 30), Some(100))).is_empty());
-        assert!(over_plan(None, None, used(Some(i64::MAX), Some(i64::MAX))).is_empty());
-        assert!(over_plan(Some("1Mi"), None, used(None, None)).is_empty());
-        let over = over_plan(Some("1Mi"), Some(10), used(Some((1 << 20) + 1), Some(11)));
+        let limits = |storage, memory, max_keys| MeasuredLimits {
+            storage,
+            memory,
+            max_keys,
+        };
+        assert!(
+            over_plan(
+                limits(Some("5Gi"), Some("1Mi"), Some(100)),
+                used(Some(5 << 30), Some(100), Some(1 << 20))
+            )
+            .is_empty()
+        );
+        assert!(
+            over_plan(
+                limits(None, None, None),
+                used(Some(i64::MAX), Some(i64::MAX), Some(i64::MAX))
+            )
+            .is_empty()
+        );
+        assert!(
+            over_plan(
+                limits(Some("1Mi"), Some("1Mi"), None),
+                used(None, None, None)
+            )
+            .is_empty()
+        );
+        let memory = over_plan(
+            limits(None, Some("1Ki"), None),
+            used(None, None, Some(1025)),
+        );
+        assert!(
+            memory.len() == 1
+                && memory[0].contains("1025 bytes of memory")
+                && memory[0].contains("memory of 1Ki (1024 bytes)"),
+            "{memory:?}"
+        );
+        let over = over_plan(
+            limits(Some("1Mi"), None, Some(10)),
+            used(Some((1 << 20) + 1), Some(11), None),
+        );
         assert_eq!(over.len(), 2, "{over:?}");
         assert!(
             over[0].contains("1048577 bytes") && over[0].contains("1Mi"),
@@ -459,6 +738,13 @@ mod tests {
         );
         let ro = redis_acl("ns.c", "abc123", "ns/c", RedisAccess::ReadOnly).unwrap();
         assert!(!ro.contains(&"+@write".to_owned()));
+        let suspended = redis_acl("ns.c", "abc123", "ns/c", RedisAccess::ReadAndDelete).unwrap();
+        assert!(
+            suspended
+                .join(" ")
+                .ends_with("+@read +del +unlink -@dangerous"),
+            "{suspended:?}"
+        );
         for (user, password, prefix) in [
             ("a b", "p", "x"),
             ("u", "p w", "x"),
@@ -471,5 +757,83 @@ mod tests {
                 "{user:?} {password:?} {prefix:?}"
             );
         }
+    }
+
+    #[test]
+    fn writes_are_suspended_and_resumed_with_quoted_names() {
+        assert_eq!(
+            suspend_writes("gb_a\"b", "db", true).unwrap(),
+            "ALTER ROLE \"gb_a\"\"b\" IN DATABASE \"db\" SET default_transaction_read_only = on"
+        );
+        assert_eq!(
+            suspend_writes("r", "db", false).unwrap(),
+            "ALTER ROLE \"r\" IN DATABASE \"db\" RESET default_transaction_read_only"
+        );
+        // The catalogue query looks for exactly the setting written above.
+        assert!(WRITES_SUSPENDED.contains("'default_transaction_read_only=on'"));
+    }
+
+    #[test]
+    fn postgres_parameters_are_checked_and_become_quoted_settings() {
+        let parameters = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let checked = postgres_parameters(&parameters(&[
+            ("extensions", "unaccent, pg_trgm,unaccent"),
+            ("timezone", "Asia/Ho_Chi_Minh"),
+            ("statement_timeout", "30s"),
+            ("work_mem", "64MB"),
+        ]))
+        .unwrap();
+        assert_eq!(checked.extensions, ["unaccent", "pg_trgm"]);
+        let statements = database_settings("db", &checked).unwrap();
+        assert!(
+            statements
+                .contains(&"ALTER DATABASE \"db\" SET timezone = 'Asia/Ho_Chi_Minh'".to_owned())
+        );
+        assert!(statements.contains(&"ALTER DATABASE \"db\" SET work_mem = '64MB'".to_owned()));
+        // A setting not asked for is reset, so removing a parameter takes effect.
+        assert!(statements.contains(&"ALTER DATABASE \"db\" RESET lock_timeout".to_owned()));
+        assert_eq!(
+            create_extensions(&checked).unwrap(),
+            [
+                "CREATE EXTENSION IF NOT EXISTS \"unaccent\"",
+                "CREATE EXTENSION IF NOT EXISTS \"pg_trgm\""
+            ]
+        );
+
+        let unknown = postgres_parameters(&parameters(&[("encoding", "LATIN1")])).unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("spec.parameters.encoding is not a postgres parameter")
+                && unknown.to_string().contains("extensions, timezone"),
+            "{unknown}"
+        );
+        for (key, value) in [
+            ("extensions", "postgis"),
+            ("extensions", "plpython3u"),
+            ("timezone", "UTC'; DROP DATABASE x; --"),
+            ("statement_timeout", "30 s"),
+            ("statement_timeout", "forever"),
+            ("work_mem", "1TB"),
+            ("lock_timeout", "9999999999"),
+        ] {
+            let error = postgres_parameters(&parameters(&[(key, value)])).unwrap_err();
+            assert!(
+                matches!(error, ParameterError::BadValue { .. }),
+                "{key}={value}: {error}"
+            );
+        }
+        assert!(redis_parameters(&parameters(&[])).is_ok());
+        assert!(
+            redis_parameters(&parameters(&[("maxmemory", "1gb")]))
+                .unwrap_err()
+                .to_string()
+                .contains("redis claims accept no parameters")
+        );
     }
 }

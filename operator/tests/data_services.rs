@@ -259,8 +259,57 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
             ensure!(b["database"] == names.database && b["username"] == names.role, "binding {:?}", b.keys());
             ensure!(b["uri"].starts_with(&format!("postgresql://{}:", names.role)) && b["uri"].ends_with(&format!("@127.0.0.1:15432/{}", names.database)), "uri shape");
             ensure!(!serde_json::to_string(&status)?.contains(&b["password"]), "the password is in the status");
+            // Over its plan, the role's sessions start read-only: reads go on, writes do not.
             let owner = connect(&as_binding(&b, &b["database"])?).await.context("the claim's credentials connect")?;
-            owner.batch_execute("CREATE TABLE ho_so (id int, ten text); INSERT INTO ho_so VALUES (1, 'Nguyễn Văn A')").await?;
+            owner.batch_execute("SELECT 1").await.context("reading while over the plan")?;
+            match owner.batch_execute("CREATE TABLE ho_so (id int, ten text)").await {
+                Err(e) if e.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) => {}
+                other => bail!("a claim over its plan could write: {other:?}"),
+            }
+            ensure!(plan.message.contains("writes are suspended"), "{plan:?}");
+
+            // Parameters: checked at admission, then applied to the database.
+            refused(
+                claims(&t, &ns)
+                    .patch("ho-so", &PatchParams::default(), &Patch::Merge(json!({"spec": {"parameters": {"statement_timeout": "mãi mãi"}}})))
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into),
+                "spec.parameters.statement_timeout is \"mãi mãi\", but it must be a duration",
+            )?;
+            refused(
+                claims(&t, &ns)
+                    .patch("ho-so", &PatchParams::default(), &Patch::Merge(json!({"spec": {"parameters": {"encoding": "LATIN1"}}})))
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into),
+                "spec.parameters.encoding is not a postgres parameter",
+            )?;
+            let patched = claims(&t, &ns)
+                .patch("ho-so", &PatchParams::default(), &Patch::Merge(json!({"spec": {"parameters": {"timezone": "Asia/Ho_Chi_Minh", "extensions": "unaccent"}}})))
+                .await?;
+            let generation = patched.metadata.generation;
+
+            // A larger plan in the class lifts the suspension at once (a fresh measurement).
+            Api::<DataServiceClass>::all(t.client.clone())
+                .patch(&class, &PatchParams::default(), &Patch::Merge(json!({"spec": {"plans": [
+                    {"name": "nho", "description": "Gói nhỏ", "limits": {"maxConnections": 5, "storage": "1Gi"}}
+                ]}})))
+                .await?;
+            wait_for(&claims(&t, &ns), "ho-so", "the claim to be within its larger plan with its parameters", DEFAULT_TIMEOUT, move |c: Option<&DataServiceClaim>| {
+                c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                    s.observed_generation == generation
+                        && s.phase == Some(ClaimPhase::Ready)
+                        && s.conditions.iter().any(|c| c.type_ == "WithinPlan" && c.status == "True")
+                })
+            })
+            .await?;
+            let owner = connect(&as_binding(&b, &b["database"])?).await.context("the claim's credentials connect")?;
+            owner.batch_execute("CREATE TABLE ho_so (id int, ten text); INSERT INTO ho_so VALUES (1, 'Nguyễn Văn A')").await.context("writing once within the plan")?;
+            let zone: String = owner.query_one("SHOW timezone", &[]).await?.get(0);
+            ensure!(zone == "Asia/Ho_Chi_Minh", "timezone {zone}");
+            let plain: String = owner.query_one("SELECT unaccent('Nguyễn Văn A')", &[]).await.context("the unaccent extension")?.get(0);
+            ensure!(plain == "Nguyen Van A", "unaccent gave {plain}");
             let limit: i32 = pg.query_one("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", &[&names.role]).await?.get(0);
             ensure!(limit == 5, "connection limit {limit}, want 5");
 
@@ -342,6 +391,20 @@ async fn redis_claims_are_confined_to_their_prefix_and_deleted() {
             .await?;
         let names = instance_names(&ns, "phien");
         let outcome = async {
+            let with_parameter: DataServiceClaim = serde_json::from_value(json!({
+                "apiVersion": "govbroker.io/v1alpha1",
+                "kind": "DataServiceClaim",
+                "metadata": {"name": "co-tham-so"},
+                "spec": {"className": class, "plan": "nho", "parameters": {"maxmemory": "1gb"}},
+            }))?;
+            refused(
+                claims(&t, &ns)
+                    .create(&PostParams::default(), &with_parameter)
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into),
+                "redis claims accept no parameters",
+            )?;
             create_claim(&t, &ns, "phien", &class, "nho", Some("Delete")).await?;
             let ready = phase(&t, &ns, "phien", ClaimPhase::Ready).await?;
             let status = ready.status.clone().context("no status")?;
@@ -385,6 +448,68 @@ async fn redis_claims_are_confined_to_their_prefix_and_deleted() {
                 outside.as_ref().err().and_then(|e| e.code()) == Some("NOPERM"),
                 "wrote outside the prefix: {outside:?}"
             );
+
+            // Over maxKeys (the class now allows 2 of the 3 keys): reads and deletions
+            // only, until the instance is back within its plan.
+            for n in 2..=3 {
+                redis::cmd("SET")
+                    .arg(format!("{}:phien-{n}", b["prefix"]))
+                    .arg("x")
+                    .query_async::<()>(&mut owner)
+                    .await?;
+            }
+            let set_plan = |max_keys: i64| {
+                let classes = Api::<DataServiceClass>::all(t.client.clone());
+                let class = class.clone();
+                async move {
+                    classes
+                        .patch(&class, &PatchParams::default(), &Patch::Merge(json!({"spec": {"plans": [
+                            {"name": "nho", "description": "Gói nhỏ", "limits": {"maxKeys": max_keys}}
+                        ]}})))
+                        .await
+                }
+            };
+            let within = |want: &'static str| {
+                move |c: Option<&DataServiceClaim>| {
+                    c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                        s.conditions
+                            .iter()
+                            .any(|c| c.type_ == "WithinPlan" && c.status == want)
+                    })
+                }
+            };
+            set_plan(2).await?;
+            let over = wait_for(&claims(&t, &ns), "phien", "the claim to be over maxKeys", DEFAULT_TIMEOUT, within("False"))
+                .await?
+                .and_then(|c| c.status)
+                .context("claim vanished")?;
+            ensure!(over.keys == Some(3), "keys {:?}", over.keys);
+            ensure!(over.memory_bytes.is_some_and(|m| m > 0), "memoryBytes {:?}", over.memory_bytes);
+            let write = redis::cmd("SET")
+                .arg(format!("{}:phien-4", b["prefix"]))
+                .arg("x")
+                .query_async::<()>(&mut owner)
+                .await;
+            ensure!(
+                write.as_ref().err().and_then(|e| e.code()) == Some("NOPERM"),
+                "wrote while over the plan: {write:?}"
+            );
+            let read: String = redis::cmd("GET").arg(&key).query_async(&mut owner).await?;
+            ensure!(read == "giá trị", "read {read}");
+            let deleted: i64 = redis::cmd("DEL")
+                .arg(format!("{}:phien-3", b["prefix"]))
+                .query_async(&mut owner)
+                .await
+                .context("deleting while over the plan")?;
+            ensure!(deleted == 1, "deleted {deleted}");
+            set_plan(5).await?;
+            wait_for(&claims(&t, &ns), "phien", "the claim to be within its plan again", DEFAULT_TIMEOUT, within("True")).await?;
+            redis::cmd("SET")
+                .arg(format!("{}:phien-4", b["prefix"]))
+                .arg("x")
+                .query_async::<()>(&mut owner)
+                .await
+                .context("writing once back within the plan")?;
             drop(owner);
 
             delete_claim(&t, &ns, "phien").await?;

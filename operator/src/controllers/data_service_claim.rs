@@ -22,9 +22,11 @@ use govbroker_crds::{
     DeletionPolicy, ROTATE_PASSWORD_ANNOTATION,
 };
 use govbroker_domain::data_services::{
-    InstanceNames, MeasuredUse, PostgresLimits, RedisAccess, TERMINATE_SESSIONS, alter_role,
-    create_database, create_role, disable_login, drop_instance, instance_names, over_plan,
-    redis_acl,
+    InstanceNames, MeasuredLimits, MeasuredUse, PostgresLimits, PostgresParameters, RedisAccess,
+    TERMINATE_ROLE_SESSIONS, TERMINATE_SESSIONS, WRITES_SUSPENDED, WRITES_SUSPENDED_NOTE,
+    alter_role, create_database, create_extensions, create_role, database_settings, disable_login,
+    drop_instance, instance_names, over_plan, postgres_parameters, redis_acl, redis_parameters,
+    suspend_writes,
 };
 use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL, data_service_egress};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -33,6 +35,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -64,17 +67,22 @@ struct State {
     sampling: Sampling,
 }
 
-/// Keeps the database-size samples at most one per [`SAMPLE_EVERY`] per claim, however
-/// often a claim is reconciled (a status write wakes it again).
+/// Keeps the measurements (database size, Redis keys and memory) at most one per
+/// [`SAMPLE_EVERY`] per claim, however often a claim is reconciled (a status write wakes
+/// it again), but measures again at once when the class changes: new plan limits are
+/// judged on a fresh measurement.
 #[derive(Default)]
-struct Sampling(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+struct Sampling(
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Option<i64>)>>,
+);
 
 /// How often a claim's database size is measured, for metering.
 const SAMPLE_EVERY: Duration = Duration::from_secs(600);
 
 impl Sampling {
-    /// Whether the claim's size should be measured now (and notes that it is).
-    fn due(&self, claim: &DataServiceClaim) -> bool {
+    /// Whether the claim's use should be measured now (and notes that it is), given the
+    /// generation of its class.
+    fn due(&self, claim: &DataServiceClaim, class_generation: Option<i64>) -> bool {
         let key = format!(
             "{}/{}",
             claim.namespace().unwrap_or_default(),
@@ -83,9 +91,13 @@ impl Sampling {
         let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = std::time::Instant::now();
         match last.get(&key) {
-            Some(at) if now.duration_since(*at) < SAMPLE_EVERY => false,
+            Some((at, generation))
+                if now.duration_since(*at) < SAMPLE_EVERY && *generation == class_generation =>
+            {
+                false
+            }
             _ => {
-                last.insert(key, now);
+                last.insert(key, (now, class_generation));
                 true
             }
         }
@@ -115,24 +127,40 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         failures: Backoff::default(),
         sampling: Sampling::default(),
     });
-    Controller::new(
+    let controller = Controller::new(
         Api::<DataServiceClaim>::all(ctx.client.clone()),
         watcher::Config::default().any_semantic(),
-    )
-    .owns(
-        Api::<Secret>::all(ctx.client.clone()),
-        watcher::Config::default()
-            .labels(CLAIM_LABEL)
-            .any_semantic(),
-    )
-    .graceful_shutdown_on(async move { shutdown.cancelled().await })
-    .run(reconcile, error_policy, state)
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            warn!(error = %e, "data service claim reconcile failed");
-        }
-    })
-    .await;
+    );
+    // A class's changed plans (limits, connection limits) reach its claims at once.
+    let claims = controller.store();
+    controller
+        .watches(
+            Api::<DataServiceClass>::all(ctx.client.clone()),
+            watcher::Config::default().any_semantic(),
+            move |class| {
+                let class = class.name_any();
+                claims
+                    .state()
+                    .into_iter()
+                    .filter(|claim| claim.spec.class_name == class)
+                    .map(|claim| ObjectRef::from_obj(&*claim))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .owns(
+            Api::<Secret>::all(ctx.client.clone()),
+            watcher::Config::default()
+                .labels(CLAIM_LABEL)
+                .any_semantic(),
+        )
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "data service claim reconcile failed");
+            }
+        })
+        .await;
     Ok(())
 }
 
@@ -260,16 +288,7 @@ async fn provision(
         _ => new_password()?,
     };
     let engine = target.class.spec.engine;
-    let sample = state.sampling.due(claim);
-    let outcome = match engine {
-        DataServiceEngine::Postgres => provision_postgres(&target, &names, &password, sample).await,
-        DataServiceEngine::Redis => provision_redis(&target, &names, &password, sample).await,
-    };
-    let (storage_bytes, keys) = match (outcome, engine) {
-        (Ok(size), DataServiceEngine::Postgres) => (size.or(previous.storage_bytes), None),
-        (Ok(count), DataServiceEngine::Redis) => (None, count.or(previous.keys)),
-        (Err(problem), _) => return report(claim, state, api, Some(&target), problem).await,
-    };
+    let sample = state.sampling.due(claim, target.class.metadata.generation);
     let limits = target
         .class
         .spec
@@ -278,14 +297,47 @@ async fn provision(
         .find(|p| p.name == claim.spec.plan)
         .and_then(|p| p.limits.clone())
         .unwrap_or_default();
-    let over = over_plan(
-        limits.storage.as_ref().map(|q| q.0.as_str()),
-        limits.max_keys,
-        MeasuredUse {
-            storage_bytes,
-            keys,
-        },
-    );
+    let limits = MeasuredLimits {
+        storage: limits.storage.as_ref().map(|q| q.0.as_str()),
+        memory: limits.memory.as_ref().map(|q| q.0.as_str()),
+        max_keys: limits.max_keys,
+    };
+    let last_measured = MeasuredUse {
+        storage_bytes: previous.storage_bytes,
+        keys: previous.keys,
+        memory_bytes: previous.memory_bytes,
+    };
+    let outcome = match engine {
+        DataServiceEngine::Postgres => {
+            provision_postgres(
+                &target,
+                &names,
+                &password,
+                &claim.spec.parameters,
+                limits,
+                sample,
+            )
+            .await
+        }
+        DataServiceEngine::Redis => {
+            provision_redis(
+                &target,
+                &names,
+                &password,
+                &claim.spec.parameters,
+                limits,
+                last_measured,
+                sample,
+            )
+            .await
+        }
+    };
+    let used = match outcome {
+        // A measurement not due this time keeps the last one.
+        Ok(measured) => measured.unwrap_or(last_measured),
+        Err(problem) => return report(claim, state, api, Some(&target), problem).await,
+    };
+    let over = over_plan(limits, used);
     let within_plan = if over.is_empty() {
         typed_condition(
             claim,
@@ -295,7 +347,13 @@ async fn provision(
             "the measured use is within the plan's limits",
         )
     } else {
-        typed_condition(claim, "WithinPlan", false, "OverPlan", &over.join("; "))
+        typed_condition(
+            claim,
+            "WithinPlan",
+            false,
+            "OverPlan",
+            &format!("{}; {WRITES_SUSPENDED_NOTE}", over.join("; ")),
+        )
     };
     if let Some(agency) = &agency {
         let addresses = match addresses(&target).await {
@@ -385,8 +443,9 @@ async fn provision(
         binding_secret: Some(binding),
         retained: false,
         password_rotation: rotation,
-        storage_bytes,
-        keys,
+        storage_bytes: used.storage_bytes,
+        keys: used.keys,
+        memory_bytes: used.memory_bytes,
         message: Some(message.clone()),
         conditions: vec![
             condition(claim, true, "Provisioned", &message),
@@ -413,14 +472,25 @@ async fn provision(
         .await;
     }
     if was_within && within_plan.status == "False" {
-        warn!(claim = %claim.name_any(), %namespace, message = %within_plan.message, "claim over its plan");
+        warn!(claim = %claim.name_any(), %namespace, message = %within_plan.message, "claim over its plan; writes suspended");
         publish(
             state,
             claim,
             EventType::Warning,
             "OverPlan",
             within_plan.message.clone(),
-            "Measure",
+            "SuspendWrites",
+        )
+        .await;
+    } else if !was_within && within_plan.status == "True" {
+        info!(claim = %claim.name_any(), %namespace, "claim back within its plan; writes allowed");
+        publish(
+            state,
+            claim,
+            EventType::Normal,
+            "WithinPlan",
+            "the instance is back within its plan; writes are allowed again".to_owned(),
+            "ResumeWrites",
         )
         .await;
     }
@@ -472,6 +542,7 @@ async fn report(
         password_rotation: previous.password_rotation,
         storage_bytes: previous.storage_bytes,
         keys: previous.keys,
+        memory_bytes: previous.memory_bytes,
         message: Some(message.clone()),
         conditions: vec![condition(claim, false, reason, &message)],
     };
@@ -683,14 +754,27 @@ async fn report_deleting(
     Ok(Action::requeue(delay))
 }
 
-/// Creates (or brings back to the plan) the role and database; returns the database's
-/// size when `sample` asks for it.
+/// A claim's parameters the broker cannot honour: Failed until the claim is corrected.
+fn invalid_parameter(e: &govbroker_domain::data_services::ParameterError) -> Problem {
+    Problem::Failed {
+        reason: "InvalidParameter",
+        message: e.to_string(),
+    }
+}
+
+/// Creates (or brings back to the plan) the role and database with the claim's settings
+/// and extensions; measures the database's size when `sample` asks for it, and suspends
+/// the role's writes while the database is over the plan's storage (resumes them once
+/// it is back within). Returns the measurement, if one was taken.
 async fn provision_postgres(
     target: &Target,
     names: &InstanceNames,
     password: &str,
+    parameters: &BTreeMap<String, String>,
+    plan: MeasuredLimits<'_>,
     sample: bool,
-) -> Result<Option<i64>, Problem> {
+) -> Result<Option<MeasuredUse>, Problem> {
+    let parameters = postgres_parameters(parameters).map_err(|e| invalid_parameter(&e))?;
     let pg = postgres(target, "postgres").await?;
     let limits = PostgresLimits {
         max_connections: target.max_connections,
@@ -719,14 +803,68 @@ async fn provision_postgres(
             })?;
         }
     }
-    if !sample {
-        return Ok(None);
+    configure_database(target, &pg, names, &parameters).await?;
+    let measured = if sample {
+        let size = pg
+            .query_one("SELECT pg_database_size($1)", &[&names.database])
+            .await
+            .map_err(|e| sql_failed("measuring the database", &e))?;
+        Some(MeasuredUse {
+            storage_bytes: Some(size.get(0)),
+            ..MeasuredUse::default()
+        })
+    } else {
+        None
+    };
+    if let Some(used) = measured {
+        let suspend = !over_plan(plan, used).is_empty();
+        let suspended = !pg
+            .query(WRITES_SUSPENDED, &[&names.role, &names.database])
+            .await
+            .map_err(|e| sql_failed("looking up the role's settings", &e))?
+            .is_empty();
+        if suspend != suspended {
+            let statement = suspend_writes(&names.role, &names.database, suspend)
+                .map_err(|e| unsafe_text(&e))?;
+            pg.batch_execute(&statement)
+                .await
+                .map_err(|e| sql_failed("changing whether the role may write", &e))?;
+            if suspend {
+                // Open sessions keep the settings they started with: end them, so the
+                // next ones start read-only.
+                pg.execute(TERMINATE_ROLE_SESSIONS, &[&names.role])
+                    .await
+                    .map_err(|e| sql_failed("ending the role's sessions", &e))?;
+            }
+        }
     }
-    let size = pg
-        .query_one("SELECT pg_database_size($1)", &[&names.database])
-        .await
-        .map_err(|e| sql_failed("measuring the database", &e))?;
-    Ok(Some(size.get(0)))
+    Ok(measured)
+}
+
+/// Gives the claim's database exactly the settings and (added) extensions of its
+/// parameters. Extensions are created connected to the database itself.
+async fn configure_database(
+    target: &Target,
+    pg: &tokio_postgres::Client,
+    names: &InstanceNames,
+    parameters: &PostgresParameters,
+) -> Result<(), Problem> {
+    for statement in database_settings(&names.database, parameters).map_err(|e| unsafe_text(&e))? {
+        pg.batch_execute(&statement)
+            .await
+            .map_err(|e| sql_failed(&format!("setting up database \"{}\"", names.database), &e))?;
+    }
+    let extensions = create_extensions(parameters).map_err(|e| unsafe_text(&e))?;
+    if extensions.is_empty() {
+        return Ok(());
+    }
+    let db = postgres(target, &names.database).await?;
+    for statement in extensions {
+        db.batch_execute(&statement)
+            .await
+            .map_err(|e| sql_failed("creating an extension", &e))?;
+    }
+    Ok(())
 }
 
 async fn cleanup_postgres(
@@ -766,33 +904,51 @@ async fn cleanup_postgres(
     Ok(())
 }
 
-/// Sets up the ACL user; returns the number of keys under its prefix when `sample` asks
-/// for it (counted with SCAN, never KEYS).
+/// Measures the instance when `sample` asks for it (keys counted with SCAN, never KEYS,
+/// and their memory), then sets up the ACL user: reading and writing within the plan,
+/// reading and deleting only while over it. Returns the measurement, if one was taken.
 async fn provision_redis(
     target: &Target,
     names: &InstanceNames,
     password: &str,
+    parameters: &BTreeMap<String, String>,
+    limits: MeasuredLimits<'_>,
+    last: MeasuredUse,
     sample: bool,
-) -> Result<Option<i64>, Problem> {
+) -> Result<Option<MeasuredUse>, Problem> {
+    redis_parameters(parameters).map_err(|e| invalid_parameter(&e))?;
     let mut con = redis(target).await?;
-    let rules = redis_acl(
-        &names.redis_user,
-        password,
-        &names.key_prefix,
-        RedisAccess::ReadWrite,
-    )
-    .map_err(|e| unsafe_text(&e))?;
+    let measured = if sample {
+        Some(measure_redis(&mut con, names).await?)
+    } else {
+        None
+    };
+    // Without a fresh measurement the last one (in the status) decides.
+    let over = !over_plan(limits, measured.unwrap_or(last)).is_empty();
+    let access = if over {
+        RedisAccess::ReadAndDelete
+    } else {
+        RedisAccess::ReadWrite
+    };
+    let rules = redis_acl(&names.redis_user, password, &names.key_prefix, access)
+        .map_err(|e| unsafe_text(&e))?;
     // The error of ACL SETUSER is reported by its code only: its text could echo a rule.
     redis::cmd("ACL")
         .arg(&rules)
         .query_async::<()>(&mut con)
         .await
         .map_err(|e| redis_failed(&format!("setting up ACL user \"{}\"", names.redis_user), &e))?;
-    if !sample {
-        return Ok(None);
-    }
+    Ok(measured)
+}
+
+/// Counts the keys under the instance's prefix and adds up their memory, one SCAN page
+/// (and one pipeline of `MEMORY USAGE`) at a time.
+async fn measure_redis(
+    con: &mut redis::aio::MultiplexedConnection,
+    names: &InstanceNames,
+) -> Result<MeasuredUse, Problem> {
     let pattern = format!("{}:*", names.key_prefix);
-    let (mut cursor, mut count) = (0u64, 0i64);
+    let (mut cursor, mut count, mut memory) = (0u64, 0i64, 0i64);
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
             .arg(cursor)
@@ -800,12 +956,28 @@ async fn provision_redis(
             .arg(&pattern)
             .arg("COUNT")
             .arg(1000)
-            .query_async(&mut con)
+            .query_async(con)
             .await
             .map_err(|e| redis_failed("counting the instance's keys", &e))?;
         count += i64::try_from(keys.len()).unwrap_or(i64::MAX);
+        if !keys.is_empty() {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("MEMORY").arg("USAGE").arg(key);
+            }
+            // A key deleted between SCAN and MEMORY USAGE answers nil.
+            let sizes: Vec<Option<i64>> = pipe
+                .query_async(con)
+                .await
+                .map_err(|e| redis_failed("measuring the instance's memory", &e))?;
+            memory = memory.saturating_add(sizes.into_iter().flatten().sum::<i64>());
+        }
         if next == 0 {
-            return Ok(Some(count));
+            return Ok(MeasuredUse {
+                keys: Some(count),
+                memory_bytes: Some(memory),
+                ..MeasuredUse::default()
+            });
         }
         cursor = next;
     }

@@ -10,7 +10,10 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use govbroker_crds::{Agency, DataServiceClaim, DataServiceClass, DataShare, ShareApproval};
+use govbroker_crds::{
+    Agency, DataServiceClaim, DataServiceClass, DataServiceEngine, DataShare, ShareApproval,
+};
+use govbroker_domain::data_services::{postgres_parameters, redis_parameters};
 use govbroker_domain::data_shares::{claim_fits_quota, share_down_refusal};
 use govbroker_domain::isolation::{AGENCY_LABEL, namespace_name};
 use k8s_openapi::api::core::v1::Namespace;
@@ -31,7 +34,7 @@ pub const REVOKED_AT_ANNOTATION: &str = "govbroker.io/revoked-at";
 /// A refusal: why and what to say.
 type Refused = (Refusal, String);
 
-/// Admits or refuses the creation of a DataServiceClaim.
+/// Admits or refuses the creation of a DataServiceClaim, and a change of its parameters.
 pub fn admit_claim(
     request: AdmissionRequest<DataServiceClaim>,
     state: WebhookState,
@@ -41,11 +44,27 @@ pub fn admit_claim(
         let Some(claim) = &request.object else {
             return response;
         };
-        if request.operation != Operation::Create {
-            return response;
-        }
-        let namespace = request.namespace.clone().unwrap_or_default();
-        match check_claim(&state, &namespace, claim).await {
+        let checked = match request.operation {
+            Operation::Create => {
+                let namespace = request.namespace.clone().unwrap_or_default();
+                check_claim(&state, &namespace, claim).await
+            }
+            // Only the parameters of a claim can change (CEL holds class and plan); the
+            // finalizer's updates, with the class perhaps gone, pass untouched.
+            Operation::Update
+                if request
+                    .old_object
+                    .as_ref()
+                    .is_some_and(|old| old.spec.parameters != claim.spec.parameters) =>
+            {
+                match class(&state, &claim.spec.class_name).await {
+                    Ok(class) => check_parameters(&class, claim),
+                    Err(refused) => Err(refused),
+                }
+            }
+            _ => Ok(()),
+        };
+        match checked {
             Ok(()) => response,
             Err((why, message)) => refuse(response, why, message),
         }
@@ -113,6 +132,7 @@ async fn check_claim(
             ),
         ));
     }
+    check_parameters(&class, claim)?;
     let level = agency.spec.security_level;
     if !class.spec.allowed_security_levels.contains(&level) {
         return Err((
@@ -128,6 +148,16 @@ async fn check_claim(
     claim_fits_quota(&agency_name, class_name, allowed, used)
         .map(|_| ())
         .map_err(|e| (Refusal::Conflict, e.to_string()))
+}
+
+/// Whether the broker can honour the claim's parameters on its class's engine.
+fn check_parameters(class: &DataServiceClass, claim: &DataServiceClaim) -> Result<(), Refused> {
+    let parameters = &claim.spec.parameters;
+    match class.spec.engine {
+        DataServiceEngine::Postgres => postgres_parameters(parameters).map(|_| ()),
+        DataServiceEngine::Redis => redis_parameters(parameters),
+    }
+    .map_err(|e| (Refusal::Invalid, e.to_string()))
 }
 
 /// How many claims of `class` the agency's namespaces hold now (including ones being
