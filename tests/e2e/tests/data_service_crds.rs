@@ -96,7 +96,7 @@ fn claim(name: &str, class: &str) -> DataServiceClaim {
         DataServiceClaimSpec {
             class_name: class.to_owned(),
             plan: "co-ban".to_owned(),
-            parameters: [("extensions".to_owned(), "postgis".to_owned())].into(),
+            parameters: [("extensions".to_owned(), "unaccent".to_owned())].into(),
             deletion_policy: DeletionPolicy::default(),
         },
     )
