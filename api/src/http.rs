@@ -391,6 +391,24 @@ pub const ROUTES: &[Route] = &[
         None,
         "ExportBillResponse",
     ),
+    route(
+        "post",
+        "/v1/bills/{agency}/rerate",
+        "RerateBill",
+        "Re-rates a past month with a price-list revision and a reason, keeping the earlier bills (platform admins).",
+        Some("RerateBillRequest"),
+        None,
+        "Bill",
+    ),
+    route(
+        "get",
+        "/v1/usage/{agency}",
+        "GetUsage",
+        "One agency's usage over a period of billing days (from, to): integer quantities, no money.",
+        Some("GetUsageRequest"),
+        None,
+        "Usage",
+    ),
 ];
 
 fn schemas() -> &'static Map<String, Value> {

@@ -12,7 +12,7 @@ use govbroker_api::proto;
 use govbroker_api::proto::billing_client::BillingClient;
 use govbroker_crds::{Agency, AgencyLevel, AgencySpec, Owners, PriceList};
 use govbroker_domain::metering::{Attribution, Day, Integrator, Meter};
-use govbroker_e2e::api::FINANCE;
+use govbroker_e2e::api::{FINANCE, PLATFORM_ADMINS};
 use govbroker_e2e::{cluster, eventually, label_for_test, scenario, unique_name};
 use govbroker_ledger::LedgerOptions;
 use govbroker_ledger::usage::{AgencyCheckpoint, AgencyCommit, UsageLedger};
@@ -88,6 +88,36 @@ fn usage(
     Ok(())
 }
 
+/// Writes what `integrator` observed into the API's ledger, as collector `test-<id>`.
+async fn write_usage(mut integrator: Integrator, id: &str) -> Result<()> {
+    let ledger = UsageLedger::connect(
+        &[govbroker_e2e::api::LEDGER_ENDPOINT.to_owned()],
+        &support::server().ledger_prefix,
+        LedgerOptions::default(),
+    )
+    .await?;
+    let fence = ledger.acquire(&format!("test-{id}"), 10).await?;
+    let mut commits: BTreeMap<String, AgencyCommit> = BTreeMap::new();
+    for ((agency, day), buckets) in integrator.take_days() {
+        commits
+            .entry(agency.clone())
+            .or_insert_with(|| AgencyCommit {
+                checkpoint: AgencyCheckpoint {
+                    agency: agency.clone(),
+                    ..Default::default()
+                },
+                days: BTreeMap::new(),
+                expected_revision: 0,
+            })
+            .days
+            .insert(day, buckets);
+    }
+    let commits: Vec<AgencyCommit> = commits.into_values().collect();
+    ledger.commit(&fence, &commits).await?;
+    ledger.release(&fence).await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bills_are_rated_rolled_up_exported_and_guarded() {
     support::server();
@@ -154,13 +184,6 @@ async fn bills_are_rated_rolled_up_exported_and_guarded() {
             // Usage in the API's ledger: the child ran 1 vCPU for an hour on the 10th
             // and on the 20th (720 + 800 = 1,520 ₫); the root held 2 GiB for an hour
             // on the 5th (192 ₫).
-            let ledger = UsageLedger::connect(
-                &[govbroker_e2e::api::LEDGER_ENDPOINT.to_owned()],
-                &support::server().ledger_prefix,
-                LedgerOptions::default(),
-            )
-            .await?;
-            let fence = ledger.acquire(&format!("test-{id}"), 10).await?;
             let mut integrator = Integrator::default();
             usage(
                 &mut integrator,
@@ -186,24 +209,7 @@ async fn bills_are_rated_rolled_up_exported_and_guarded() {
                 2 << 30,
                 3600,
             )?;
-            let mut commits: BTreeMap<String, AgencyCommit> = BTreeMap::new();
-            for ((agency, day), buckets) in integrator.take_days() {
-                commits
-                    .entry(agency.clone())
-                    .or_insert_with(|| AgencyCommit {
-                        checkpoint: AgencyCheckpoint {
-                            agency: agency.clone(),
-                            ..Default::default()
-                        },
-                        days: BTreeMap::new(),
-                        expected_revision: 0,
-                    })
-                    .days
-                    .insert(day, buckets);
-            }
-            let commits: Vec<AgencyCommit> = commits.into_values().collect();
-            ledger.commit(&fence, &commits).await?;
-            ledger.release(&fence).await?;
+            write_usage(integrator, &id).await?;
 
             let c = cluster();
             let as_parent = billing(&c.token(&owner_p, &[])?).await?;
@@ -313,6 +319,226 @@ async fn bills_are_rated_rolled_up_exported_and_guarded() {
         .await;
         let _ = lists.delete(&prices, &DeleteParams::default()).await;
         result.context("billing scenario")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_read_and_past_months_are_re_rated_by_admins_keeping_earlier_bills() {
+    support::server();
+    scenario("api-billing-rerate", |t| async move {
+        let id = unique_name("r");
+        let owner = format!("owner-{id}");
+        let stranger = format!("stranger-{id}");
+        let name = unique_name("so-gtvt");
+        let other = unique_name("khac");
+        let prices = unique_name("gia");
+        // Revision 1: 720 ₫/vCPU-hour. Revision 2 (the latest, a mistake): 900 ₫.
+        let rates = |cpu: &str| {
+            serde_json::json!([{"effectiveFrom": "2026-01-01", "cpuPerVcpuHour": cpu,
+                "memoryPerGibHour": "96", "storagePerGibMonth": "2976"}])
+        };
+        let price_list: PriceList = serde_json::from_value(serde_json::json!({
+            "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
+            "metadata": {"name": prices},
+            "spec": {"revisions": [
+                {"revision": 1, "reason": "Quyết định 1", "rates": rates("720")},
+                {"revision": 2, "reason": "Quyết định 2 (nhầm)", "rates": rates("900")}]}
+        }))?;
+        let lists = Api::<PriceList>::all(t.client.clone());
+        lists.create(&PostParams::default(), &price_list).await?;
+        let result = async {
+            let agencies = Api::<Agency>::all(t.client.clone());
+            for (agency_name, agency_owner) in [(&name, &owner), (&other, &stranger)] {
+                let mut ag = agency(
+                    agency_name,
+                    AgencyLevel::Central,
+                    None,
+                    agency_owner,
+                    &prices,
+                );
+                label_for_test(&mut ag, &t.namespace);
+                agencies.create(&PostParams::default(), &ag).await?;
+            }
+            // One vCPU for an hour on 10 October; 2 GiB for an hour on 2 November.
+            let mut integrator = Integrator::default();
+            usage(&mut integrator, &name, "2026-10-10", Meter::Cpu, 1000, 3600)?;
+            usage(
+                &mut integrator,
+                &name,
+                "2026-11-02",
+                Meter::Memory,
+                2 << 30,
+                3600,
+            )?;
+            write_usage(integrator, &id).await?;
+
+            let c = cluster();
+            let as_owner = billing(&c.token(&owner, &[])?).await?;
+            let as_stranger = billing(&c.token(&stranger, &[])?).await?;
+            let as_finance = billing(&c.token(&format!("fin-{id}"), &[FINANCE])?).await?;
+            let as_admin = billing(&c.token(&format!("admin-{id}"), &[PLATFORM_ADMINS])?).await?;
+
+            // Usage: integer quantities by workload and resource, across a month end.
+            let period = |from: &str, to: &str| proto::GetUsageRequest {
+                agency: name.clone(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+            };
+            let usage = eventually(
+                "the owner reads the agency's usage",
+                Duration::from_secs(60),
+                || {
+                    let mut client = as_owner.clone();
+                    let req = period("2026-10-01", "2026-11-30");
+                    async move { Ok(client.get_usage(req).await.ok().map(|r| r.into_inner())) }
+                },
+            )
+            .await?;
+            ensure!(usage.days_recorded == 2, "{usage:#?}");
+            ensure!(usage.lines.len() == 2, "{usage:#?}");
+            let cpu = &usage.lines[0];
+            ensure!(
+                cpu.resource == "cpu"
+                    && cpu.quantity == "3600000"
+                    && cpu.unit == "milli-core-seconds"
+                    && cpu.workload == "Workload/cong"
+                    && cpu.environment == "prod"
+                    && cpu.unobserved_bound == "0",
+                "{cpu:#?}"
+            );
+            let memory = &usage.lines[1];
+            ensure!(
+                memory.resource == "memory" && memory.quantity == ((2u128 << 30) * 3600).to_string(),
+                "{memory:#?}"
+            );
+            let october_end = as_owner
+                .clone()
+                .get_usage(period("2026-10-11", "2026-10-31"))
+                .await?
+                .into_inner();
+            ensure!(october_end.lines.is_empty() && october_end.days_recorded == 0);
+            let backwards = as_owner
+                .clone()
+                .get_usage(period("2026-10-31", "2026-10-01"))
+                .await;
+            ensure!(
+                matches!(&backwards, Err(s) if s.code() == Code::InvalidArgument),
+                "{backwards:?}"
+            );
+            let denied = as_stranger
+                .clone()
+                .get_usage(period("2026-10-01", "2026-10-31"))
+                .await;
+            ensure!(
+                matches!(&denied, Err(s) if s.code() == Code::PermissionDenied),
+                "{denied:?}"
+            );
+
+            // October on request: the latest revision (900 ₫).
+            let get = || proto::GetBillRequest {
+                agency: name.clone(),
+                month: "2026-10".to_owned(),
+                price_list_revision: 0,
+            };
+            let before = as_finance.clone().get_bill(get()).await?.into_inner();
+            ensure!(before.total_vnd == 900 && before.price_list_revision == 2, "{before:#?}");
+            ensure!(before.earlier_versions.is_empty() && before.rerate_reason.is_empty());
+
+            // Only platform admins re-rate, only past months, only with a reason.
+            let rerate = |revision: i32, reason: &str| proto::RerateBillRequest {
+                agency: name.clone(),
+                month: "2026-10".to_owned(),
+                price_list_revision: revision,
+                reason: reason.to_owned(),
+            };
+            for client in [&as_owner, &as_finance] {
+                let denied = client.clone().rerate_bill(rerate(1, "sửa")).await;
+                ensure!(
+                    matches!(&denied, Err(s) if s.code() == Code::PermissionDenied),
+                    "{denied:?}"
+                );
+            }
+            let no_reason = as_admin.clone().rerate_bill(rerate(1, "")).await;
+            ensure!(
+                matches!(&no_reason, Err(s) if s.code() == Code::InvalidArgument),
+                "{no_reason:?}"
+            );
+            let this_month = as_admin
+                .clone()
+                .rerate_bill(proto::RerateBillRequest {
+                    month: Day::of(jiff::Timestamp::now().as_second())
+                        .month()
+                        .to_string(),
+                    ..rerate(1, "sửa")
+                })
+                .await;
+            ensure!(
+                matches!(&this_month, Err(s) if s.code() == Code::InvalidArgument),
+                "{this_month:?}"
+            );
+
+            // Re-rated with revision 1: 720 ₫ is the bill now; 900 ₫ stays listed.
+            let reason = "Quyết định 3/QĐ-STC: revision 2 was wrong";
+            let rerated = as_admin
+                .clone()
+                .rerate_bill(rerate(1, reason))
+                .await?
+                .into_inner();
+            ensure!(
+                rerated.total_vnd == 720 && rerated.price_list_revision == 1,
+                "{rerated:#?}"
+            );
+            let bill = as_owner.clone().get_bill(get()).await?.into_inner();
+            ensure!(bill.total_vnd == 720 && bill.rerate_reason == reason, "{bill:#?}");
+            ensure!(bill.rerated_by == format!("admin-{id}") && !bill.rerated_at.is_empty());
+            ensure!(bill.earlier_versions.len() == 1, "{bill:#?}");
+            ensure!(
+                bill.earlier_versions[0].total_vnd == 900
+                    && bill.earlier_versions[0].price_list_revision == 2,
+                "{bill:#?}"
+            );
+            let csv = as_owner
+                .clone()
+                .export_bill(proto::ExportBillRequest {
+                    agency: name.clone(),
+                    month: "2026-10".to_owned(),
+                    format: "csv".to_owned(),
+                })
+                .await?
+                .into_inner();
+            ensure!(csv.content.contains(",720,"), "{}", csv.content);
+
+            // Through the HTTP face, a second re-rate: both earlier bills are kept.
+            let response = support::http()?
+                .post(format!(
+                    "{}/v1/bills/{name}/rerate?month=2026-10&priceListRevision=2&reason=l%E1%BA%A7n%202",
+                    support::server().url
+                ))
+                .bearer_auth(c.token(&format!("admin-{id}"), &[PLATFORM_ADMINS])?)
+                .send()
+                .await?;
+            ensure!(response.status() == 200, "HTTP {}", response.status());
+            let bill = as_owner.clone().get_bill(get()).await?.into_inner();
+            ensure!(bill.total_vnd == 900 && bill.rerate_reason == "lần 2", "{bill:#?}");
+            let earlier: Vec<i64> = bill.earlier_versions.iter().map(|v| v.total_vnd).collect();
+            ensure!(earlier == vec![900, 720], "{bill:#?}");
+            let response = support::http()?
+                .get(format!(
+                    "{}/v1/usage/{name}?from=2026-10-01&to=2026-10-31",
+                    support::server().url
+                ))
+                .bearer_auth(c.token(&owner, &[])?)
+                .send()
+                .await?;
+            ensure!(response.status() == 200, "HTTP {}", response.status());
+            let json: serde_json::Value = response.json().await?;
+            ensure!(json["lines"][0]["quantity"] == "3600000", "{json}");
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = lists.delete(&prices, &DeleteParams::default()).await;
+        result.context("re-rating scenario")
     })
     .await;
 }

@@ -776,6 +776,47 @@ pub fn budget_status(
     }
 }
 
+/// One version of an agency's bill for a month, as kept once a month is re-rated: the
+/// bill, which price-list revision rated it, why, by whom and when. The last version of
+/// a month is its current bill; the earlier ones stay for anyone checking them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BillVersion {
+    /// The bill (its `price_list_revision` says what rated it).
+    pub invoice: Invoice,
+    /// Why this version was made (the re-rate's reason).
+    pub reason: String,
+    /// Who made it (the caller's user name).
+    pub rerated_by: String,
+    /// When (UTC seconds).
+    pub rerated_at: i64,
+}
+
+/// The reason recorded for the bill as it stood before a month's first re-rate.
+pub const BEFORE_FIRST_RERATE: &str = "the bill as computed before the first re-rate";
+
+/// The versions of a month after re-rating it: `stored` (empty before the first
+/// re-rate) followed by `rerated`. Before the first re-rate, `current` (the bill as it
+/// was shown until now, computed on request) is kept first, so the earlier amount is
+/// never lost.
+pub fn rerated_versions(
+    stored: Vec<BillVersion>,
+    current: Invoice,
+    rerated: BillVersion,
+) -> Vec<BillVersion> {
+    let mut versions = stored;
+    if versions.is_empty() {
+        versions.push(BillVersion {
+            invoice: current,
+            reason: BEFORE_FIRST_RERATE.to_owned(),
+            rerated_by: String::new(),
+            rerated_at: rerated.rerated_at,
+        });
+    }
+    versions.push(rerated);
+    versions
+}
+
 /// Type of the Agency condition that says which budget threshold the month has crossed.
 pub const BUDGET_CONDITION: &str = "BudgetThreshold";
 
@@ -1429,5 +1470,34 @@ mod tests {
             None
         );
         assert_eq!(budget_refusal("so-y-te", &budget(true), None, month), None);
+    }
+
+    #[test]
+    fn re_rating_keeps_the_bill_shown_before_and_every_earlier_version() {
+        let invoice = |revision: u32, total: i64| Invoice {
+            agency: "so-y-te".into(),
+            month: "2026-10".parse().unwrap(),
+            price_list: "default".into(),
+            price_list_revision: revision,
+            lines: vec![],
+            total: Vnd(total),
+            unobserved_bound: Vnd::ZERO,
+        };
+        let version = |revision, total, reason: &str| BillVersion {
+            invoice: invoice(revision, total),
+            reason: reason.into(),
+            rerated_by: "admin".into(),
+            rerated_at: 100,
+        };
+        let first = rerated_versions(vec![], invoice(2, 900), version(1, 800, "sai giá"));
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0].reason, BEFORE_FIRST_RERATE);
+        assert_eq!(first[0].invoice.total, Vnd(900));
+        assert_eq!(first[1].invoice.price_list_revision, 1);
+        // A second re-rate appends; the bill computed on request is not added again.
+        let second = rerated_versions(first.clone(), invoice(2, 900), version(3, 850, "lần 2"));
+        assert_eq!(second.len(), 3);
+        assert_eq!(second[..2], first[..]);
+        assert_eq!(second[2].reason, "lần 2");
     }
 }

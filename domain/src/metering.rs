@@ -762,6 +762,64 @@ pub fn storage_bytes(quantity: &str) -> Option<u64> {
     u64::try_from((milli + 999) / 1000).ok()
 }
 
+/// An agency's usage over a period for one (environment, namespace, workload, meter):
+/// the observed quantity and the unobserved bound, summed over the days. What the API's
+/// `GetUsage` returns: integers, no money.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageTotal {
+    /// Environment within the agency.
+    pub environment: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Top of the owner chain, `Kind/name`.
+    pub workload: String,
+    /// What was used.
+    pub meter: Meter,
+    /// Observed, in the meter's unit.
+    pub quantity: Quantity,
+    /// Not observed (at most), in the meter's unit.
+    pub unobserved_bound: Quantity,
+}
+
+/// Sums day records into one [`UsageTotal`] per environment, namespace, workload and
+/// meter, ordered by them.
+pub fn usage_totals<'a>(days: impl IntoIterator<Item = &'a DayUsage>) -> Vec<UsageTotal> {
+    type Key = (String, String, String, Meter);
+    let mut sums: BTreeMap<Key, (Quantity, Quantity)> = BTreeMap::new();
+    let key = |e: &UsageEntry| {
+        (
+            e.environment.clone(),
+            e.namespace.clone(),
+            e.workload.clone(),
+            e.meter.clone(),
+        )
+    };
+    for day in days {
+        for e in &day.usage {
+            let sum = sums.entry(key(e)).or_default();
+            sum.0 = sum.0.saturating_add(e.quantity);
+        }
+        for e in &day.unobserved_bound {
+            let sum = sums.entry(key(e)).or_default();
+            sum.1 = sum.1.saturating_add(e.quantity);
+        }
+    }
+    sums.into_iter()
+        .map(
+            |((environment, namespace, workload, meter), (quantity, unobserved_bound))| {
+                UsageTotal {
+                    environment,
+                    namespace,
+                    workload,
+                    meter,
+                    quantity,
+                    unobserved_bound,
+                }
+            },
+        )
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1084,5 +1142,46 @@ mod tests {
             json,
             serde_json::json!({"resource": "dataService", "className": "postgres-dung-chung", "plan": "co-ban"})
         );
+    }
+
+    #[test]
+    fn usage_totals_sum_days_per_key_with_their_bounds() {
+        let entry = |workload: &str, meter: Meter, q: u128| UsageEntry {
+            environment: "prod".into(),
+            namespace: "so-y-te-prod".into(),
+            workload: workload.into(),
+            meter,
+            quantity: Quantity(q),
+        };
+        let day1 = DayUsage {
+            usage: vec![
+                entry("Workload/a", Meter::Cpu, 1_000),
+                entry("Workload/a", Meter::Memory, 7),
+            ],
+            unobserved_bound: vec![],
+        };
+        let day2 = DayUsage {
+            usage: vec![entry("Workload/a", Meter::Cpu, 500)],
+            unobserved_bound: vec![entry("Pod/x", Meter::Cpu, 30)],
+        };
+        let totals = usage_totals([&day1, &day2]);
+        assert_eq!(totals.len(), 3);
+        assert_eq!(
+            (totals[0].workload.as_str(), &totals[0].meter),
+            ("Pod/x", &Meter::Cpu)
+        );
+        assert_eq!(
+            (totals[0].quantity, totals[0].unobserved_bound),
+            (Quantity::ZERO, Quantity(30))
+        );
+        assert_eq!(
+            (&totals[1].meter, totals[1].quantity),
+            (&Meter::Cpu, Quantity(1_500))
+        );
+        assert_eq!(
+            (&totals[2].meter, totals[2].quantity),
+            (&Meter::Memory, Quantity(7))
+        );
+        assert!(usage_totals([]).is_empty());
     }
 }

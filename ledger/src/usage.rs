@@ -11,6 +11,7 @@
 //! | `<prefix>/usage/collector/lease` | JSON [`FenceHolder`], attached to an etcd lease: who may write |
 //! | `<prefix>/usage/collector/epoch` | the number of the last fence granted |
 //! | `<prefix>/usage/collector/watermark` | JSON [`CollectorWatermark`]: until when the collector watched everything |
+//! | `<prefix>/bills/<YYYY-MM>/<agency>` | JSON array of [`BillVersion`]: a re-rated month's bills, the current one last |
 //!
 //! Month first, so that a national month's bills are one range read and one agency's
 //! month is another.
@@ -35,6 +36,7 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
     TxnOpResponse,
 };
+use govbroker_domain::billing::BillVersion;
 use govbroker_domain::metering::{Day, DayBuckets, DayUsage, Month, OpenInterval};
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +158,18 @@ pub enum UsageError {
         /// The first agency of the failed batch whose keys moved.
         agency: String,
     },
+}
+
+/// Two re-rates of one month at once: the stored versions changed since they were read.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the bill of agency {agency} for {month} was re-rated by someone else meanwhile; read it again and retry"
+)]
+pub struct BillsChanged {
+    /// The agency.
+    pub agency: String,
+    /// The month.
+    pub month: Month,
 }
 
 /// A stored checkpoint with the `mod_revision` that guards replacing it.
@@ -690,6 +704,72 @@ impl UsageLedger {
             out.insert(record.day, record.usage);
         }
         Ok(out)
+    }
+
+    fn bills_key(&self, agency: &str, month: Month) -> String {
+        format!("{}/bills/{month}/{agency}", self.prefix)
+    }
+
+    /// The stored versions of an agency's bill for `month` (empty until the month is
+    /// re-rated; the current bill is the last) and the `mod_revision` that guards
+    /// replacing them (0: none stored).
+    pub async fn bill_versions(
+        &self,
+        agency: &str,
+        month: Month,
+    ) -> Result<(Vec<BillVersion>, i64), LedgerError> {
+        check_agency(agency)?;
+        let mut kv = self.client.kv_client();
+        let response = self
+            .call("read bills", kv.get(self.bills_key(agency, month), None))
+            .await?;
+        match response.kvs().first() {
+            Some(kv) => Ok((
+                serde_json::from_slice(kv.value()).map_err(|e| corrupt(kv, e))?,
+                kv.mod_revision(),
+            )),
+            None => Ok((Vec::new(), 0)),
+        }
+    }
+
+    /// Replaces the stored versions of an agency's bill for `month` if they are still
+    /// those read at `expected_revision` (compare-and-swap: two re-rates at once cannot
+    /// lose one); `Ok(Err(BillsChanged))` otherwise. Re-rating appends, so earlier
+    /// versions are never dropped by the caller.
+    pub async fn store_bill_versions(
+        &self,
+        agency: &str,
+        month: Month,
+        versions: &[BillVersion],
+        expected_revision: i64,
+    ) -> Result<Result<(), BillsChanged>, LedgerError> {
+        check_agency(agency)?;
+        let key = self.bills_key(agency, month);
+        let value = serde_json::to_vec(versions).expect("bill JSON");
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(LedgerError::InvalidEntry(format!(
+                "the bills of agency {agency} for {month} would take {} bytes, more than {MAX_VALUE_BYTES}",
+                value.len()
+            )));
+        }
+        let guard = if expected_revision == 0 {
+            Compare::version(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, expected_revision)
+        };
+        let txn = Txn::new()
+            .when([guard])
+            .and_then([TxnOp::put(key, value, None)]);
+        let mut kv = self.client.kv_client();
+        let response = self.call("write bills", kv.txn(txn)).await?;
+        if response.succeeded() {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(BillsChanged {
+                agency: agency.to_owned(),
+                month,
+            }))
+        }
     }
 
     /// Every agency's day records of a month (for the national run of bills), by

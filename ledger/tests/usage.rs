@@ -279,3 +279,60 @@ async fn an_unreachable_ledger_is_unavailable_within_seconds() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn re_rated_bills_are_appended_with_compare_and_swap() -> Result<()> {
+    use govbroker_domain::billing::{BillVersion, Invoice, Vnd};
+    let scratch = Scratch::new("usage-bills");
+    let ledger = scratch.ledger().await?;
+    let month: Month = "2026-10".parse()?;
+    let version = |total: i64, reason: &str| BillVersion {
+        invoice: Invoice {
+            agency: "so-y-te".into(),
+            month,
+            price_list: "default".into(),
+            price_list_revision: 2,
+            lines: vec![],
+            total: Vnd(total),
+            unobserved_bound: Vnd::ZERO,
+        },
+        reason: reason.into(),
+        rerated_by: "admin".into(),
+        rerated_at: 1_790_000_000,
+    };
+    let (none, revision) = ledger.bill_versions("so-y-te", month).await?;
+    ensure!(none.is_empty() && revision == 0);
+    let first = vec![version(900, "trước"), version(800, "sai giá")];
+    ledger
+        .store_bill_versions("so-y-te", month, &first, 0)
+        .await?
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let (stored, revision) = ledger.bill_versions("so-y-te", month).await?;
+    ensure!(stored == first, "{stored:?}");
+    // A second writer that read before the first wrote is refused, not merged.
+    let lost = ledger
+        .store_bill_versions("so-y-te", month, &[version(1, "cũ")], 0)
+        .await?;
+    ensure!(lost.is_err(), "a stale re-rate was stored");
+    let mut second = stored.clone();
+    second.push(version(850, "lần 2"));
+    ledger
+        .store_bill_versions("so-y-te", month, &second, revision)
+        .await?
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let stale = ledger
+        .store_bill_versions("so-y-te", month, &first, revision)
+        .await?;
+    ensure!(stale.is_err(), "a re-rate from a stale read was stored");
+    ensure!(ledger.bill_versions("so-y-te", month).await?.0 == second);
+    // Other months and agencies are separate.
+    ensure!(
+        ledger
+            .bill_versions("so-y-te", month.next())
+            .await?
+            .0
+            .is_empty()
+    );
+    ensure!(ledger.bill_versions("so-tttt", month).await?.0.is_empty());
+    Ok(())
+}

@@ -26,4 +26,16 @@ impl Billing for Grpc {
     ) -> Result<Response<proto::ExportBillResponse>, Status> {
         self.unary(r).await
     }
+    async fn get_usage(
+        &self,
+        r: Request<proto::GetUsageRequest>,
+    ) -> Result<Response<proto::Usage>, Status> {
+        self.unary(r).await
+    }
+    async fn rerate_bill(
+        &self,
+        r: Request<proto::RerateBillRequest>,
+    ) -> Result<Response<proto::Bill>, Status> {
+        self.unary(r).await
+    }
 }

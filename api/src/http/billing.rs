@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 
 use super::{Params, from_query, respond};
 use crate::proto;
@@ -18,6 +18,8 @@ pub fn router() -> Router<Arc<Api>> {
         .route("/v1/bills/{agency}", get(get_bill))
         .route("/v1/bills/{agency}/subtree", get(list_bills))
         .route("/v1/bills/{agency}/export", get(export_bill))
+        .route("/v1/bills/{agency}/rerate", post(rerate_bill))
+        .route("/v1/usage/{agency}", get(get_usage))
 }
 
 async fn get_bill(
@@ -49,5 +51,27 @@ async fn export_bill(
 ) -> Response {
     let request =
         from_query::<proto::ExportBillRequest>("ExportBillRequest", q, &[("agency", &agency)]);
+    respond(&api, &headers, request).await
+}
+
+async fn get_usage(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(agency): Path<String>,
+    Query(q): Params,
+) -> Response {
+    let request =
+        from_query::<proto::GetUsageRequest>("GetUsageRequest", q, &[("agency", &agency)]);
+    respond(&api, &headers, request).await
+}
+
+async fn rerate_bill(
+    State(api): State<Arc<Api>>,
+    headers: HeaderMap,
+    Path(agency): Path<String>,
+    Query(q): Params,
+) -> Response {
+    let request =
+        from_query::<proto::RerateBillRequest>("RerateBillRequest", q, &[("agency", &agency)]);
     respond(&api, &headers, request).await
 }

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use govbroker_crds::{Agency, PriceList};
 use govbroker_domain::billing::{
-    Invoice, Vnd, budget_status, format_vnd, invoice_csv, rate_month, roll_up,
-    schedule_from_price_list,
+    BillVersion, Invoice, Vnd, budget_status, format_vnd, invoice_csv, rate_month,
+    rerated_versions, roll_up, schedule_from_price_list,
 };
 use govbroker_domain::isolation::virtual_subresource;
-use govbroker_domain::metering::{Day, Month};
+use govbroker_domain::metering::{Day, Month, usage_totals};
 use govbroker_ledger::Target;
 use govbroker_ledger::usage::UsageLedger;
 use prost::Message as _;
@@ -33,6 +33,10 @@ pub mod methods {
     pub const LIST_BILLS: Method = Method::read("govbroker.v1.Billing/ListBills");
     /// Billing/ExportBill.
     pub const EXPORT_BILL: Method = Method::read("govbroker.v1.Billing/ExportBill");
+    /// Billing/GetUsage.
+    pub const GET_USAGE: Method = Method::read("govbroker.v1.Billing/GetUsage");
+    /// Billing/RerateBill.
+    pub const RERATE_BILL: Method = Method::write("govbroker.v1.Billing/RerateBill");
 }
 
 /// The price list an agency without `spec.priceList` is billed with.
@@ -99,6 +103,36 @@ impl Api {
             .map_err(|e| ApiError::FailedPrecondition(e.to_string()))
     }
 
+    /// The month's stored bill versions (empty until it is re-rated) and the revision
+    /// guarding them.
+    async fn bill_versions(
+        &self,
+        agency: &str,
+        month: Month,
+    ) -> Result<(Vec<BillVersion>, i64), ApiError> {
+        self.billing
+            .usage
+            .bill_versions(agency, month)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("the bills ledger cannot be read: {e}")))
+    }
+
+    /// The agency's current bill for `month`: the last re-rated version if the month
+    /// was re-rated, else rated on request with the latest price-list revision; with the
+    /// stored versions.
+    async fn current_bill(
+        &self,
+        agency: &Agency,
+        month: Month,
+    ) -> Result<(Invoice, Vec<BillVersion>), ApiError> {
+        let name = agency.metadata.name.clone().unwrap_or_default();
+        let (versions, _) = self.bill_versions(&name, month).await?;
+        match versions.last() {
+            Some(current) => Ok((current.invoice.clone(), versions)),
+            None => Ok((self.bill_of(agency, month, None).await?, versions)),
+        }
+    }
+
     /// The agency and its descendants, in tree order, with parents.
     fn subtree(&self, root: &str) -> Vec<Arc<Agency>> {
         let all = self.agencies.state();
@@ -145,7 +179,7 @@ impl Api {
         let mut parents = BTreeMap::new();
         for a in &members {
             let name = a.metadata.name.clone().unwrap_or_default();
-            let total = self.bill_of(a, month, None).await?.total;
+            let total = self.current_bill(a, month).await?.0.total;
             own.insert(name.clone(), total);
             parents.insert(name.clone(), a.spec.parent.clone().filter(|_| name != root));
         }
@@ -173,11 +207,46 @@ impl Api {
         self.require_billing(&caller, &request.agency).await?;
         let month = month("month", &request.month)?;
         let agency = self.agency(&request.agency)?;
-        let revision = (request.price_list_revision > 0).then_some(request.price_list_revision);
-        let invoice = self.bill_of(&agency, month, revision).await?;
-        let (_, _, subtree) = self.subtree_totals(&request.agency, month).await?;
-        let mut bill = invoice_to_proto(&invoice);
-        bill.subtree_total_vnd = subtree.get(&request.agency).copied().unwrap_or_default().0;
+        let (invoice, versions) = if request.price_list_revision > 0 {
+            let invoice = self
+                .bill_of(&agency, month, Some(request.price_list_revision))
+                .await?;
+            (invoice, self.bill_versions(&request.agency, month).await?.0)
+        } else {
+            self.current_bill(&agency, month).await?
+        };
+        let mut bill = self
+            .bill_with_budget(&agency, month, &invoice, &versions)
+            .await?;
+        if request.price_list_revision > 0 {
+            // Rated on request: every stored version is an earlier one.
+            bill.rerate_reason.clear();
+            bill.rerated_by.clear();
+            bill.rerated_at.clear();
+            bill.earlier_versions = versions.iter().map(version_to_proto).collect();
+        }
+        Ok(bill)
+    }
+
+    /// The bill as a message with its subtree total, budget and versions (`versions`:
+    /// the stored ones, of which `invoice` is the last when the month was re-rated).
+    async fn bill_with_budget(
+        &self,
+        agency: &Agency,
+        month: Month,
+        invoice: &Invoice,
+        versions: &[BillVersion],
+    ) -> Result<proto::Bill, ApiError> {
+        let name = agency.metadata.name.clone().unwrap_or_default();
+        let (_, _, subtree) = self.subtree_totals(&name, month).await?;
+        let mut bill = invoice_to_proto(invoice);
+        if let Some((current, earlier)) = versions.split_last() {
+            bill.rerate_reason = current.reason.clone();
+            bill.rerated_by = current.rerated_by.clone();
+            bill.rerated_at = rfc3339(current.rerated_at);
+            bill.earlier_versions = earlier.iter().map(version_to_proto).collect();
+        }
+        bill.subtree_total_vnd = subtree.get(&name).copied().unwrap_or_default().0;
         if let Some(budget) = &agency.spec.budget {
             let status = budget_status(
                 Vnd(budget.monthly_vnd),
@@ -228,7 +297,7 @@ impl Api {
         self.require_billing(&caller, &request.agency).await?;
         let month = month("month", &request.month)?;
         let agency = self.agency(&request.agency)?;
-        let invoice = self.bill_of(&agency, month, None).await?;
+        let (invoice, _) = self.current_bill(&agency, month).await?;
         let base = format!("{}-{month}", request.agency);
         match request.format.as_str() {
             "" | "csv" => Ok(proto::ExportBillResponse {
@@ -263,6 +332,160 @@ impl Api {
                 format!("{other:?} is not an export format: use csv, json or xlsx"),
             )),
         }
+    }
+}
+
+impl Api {
+    /// GetUsage.
+    pub async fn get_usage(
+        &self,
+        caller: Caller,
+        request: proto::GetUsageRequest,
+    ) -> Result<proto::Usage, ApiError> {
+        self.require_billing(&caller, &request.agency).await?;
+        let today = Day::of(jiff::Timestamp::now().as_second());
+        let from = day("from", &request.from, today.month().first_day())?;
+        let to = day("to", &request.to, today)?;
+        if to < from {
+            return Err(ApiError::invalid(
+                "to",
+                format!("{to} is before from ({from}): give the period's last day"),
+            ));
+        }
+        if to.days_since_epoch() - from.days_since_epoch() > MAX_USAGE_DAYS {
+            return Err(ApiError::invalid(
+                "to",
+                format!(
+                    "a period is at most {} days; {from} to {to} is longer: ask for it in parts",
+                    MAX_USAGE_DAYS + 1
+                ),
+            ));
+        }
+        self.agency(&request.agency)?;
+        let mut days = BTreeMap::new();
+        let mut month = from.month();
+        while month <= to.month() {
+            let records = self
+                .billing
+                .usage
+                .agency_month(&request.agency, month)
+                .await
+                .map_err(|e| {
+                    ApiError::unavailable(format!("the usage ledger cannot be read: {e}"))
+                })?;
+            days.extend(records.into_iter().filter(|(d, _)| (from..=to).contains(d)));
+            month = month.next();
+        }
+        Ok(proto::Usage {
+            agency: request.agency,
+            from: from.to_string(),
+            to: to.to_string(),
+            days_recorded: u32::try_from(days.len()).unwrap_or(u32::MAX),
+            lines: usage_totals(days.values())
+                .into_iter()
+                .map(|t| proto::UsageLine {
+                    environment: t.environment,
+                    namespace: t.namespace,
+                    workload: t.workload,
+                    resource: t.meter.label(),
+                    quantity: t.quantity.to_string(),
+                    unit: t.meter.unit().to_owned(),
+                    unobserved_bound: t.unobserved_bound.to_string(),
+                })
+                .collect(),
+        })
+    }
+
+    /// RerateBill.
+    pub async fn rerate_bill(
+        &self,
+        caller: Caller,
+        request: proto::RerateBillRequest,
+    ) -> Result<proto::Bill, ApiError> {
+        validate::agency_name("agency", &request.agency)?;
+        self.identity
+            .require(
+                &caller,
+                &Permission::on("update", "agencies", &request.agency)
+                    .with_subresource(virtual_subresource::BILLING),
+            )
+            .await?;
+        if request.month.is_empty() {
+            return Err(ApiError::invalid(
+                "month",
+                "name the month to re-rate, YYYY-MM",
+            ));
+        }
+        let month = month("month", &request.month)?;
+        let now = jiff::Timestamp::now().as_second();
+        if month >= Day::of(now).month() {
+            return Err(ApiError::invalid(
+                "month",
+                format!("{month} has not ended: only a past month can be re-rated"),
+            ));
+        }
+        if request.price_list_revision <= 0 {
+            return Err(ApiError::invalid(
+                "price_list_revision",
+                "name the price list revision to rate with (1 or more)",
+            ));
+        }
+        validate::text("reason", &request.reason, 500, true)?;
+        let agency = self.agency(&request.agency)?;
+        let (stored, guard) = self.bill_versions(&request.agency, month).await?;
+        let current = match stored.last() {
+            Some(v) => v.invoice.clone(),
+            None => self.bill_of(&agency, month, None).await?,
+        };
+        let rerated = self
+            .bill_of(&agency, month, Some(request.price_list_revision))
+            .await?;
+        let versions = rerated_versions(
+            stored,
+            current,
+            BillVersion {
+                invoice: rerated.clone(),
+                reason: request.reason.clone(),
+                rerated_by: caller.user.clone(),
+                rerated_at: now,
+            },
+        );
+        self.billing
+            .usage
+            .store_bill_versions(&request.agency, month, &versions, guard)
+            .await
+            .map_err(|e| ApiError::unavailable(format!("the bills ledger cannot be written: {e}")))?
+            .map_err(|e| ApiError::Aborted(e.to_string()))?;
+        self.bill_with_budget(&agency, month, &rerated, &versions)
+            .await
+    }
+}
+
+/// The longest period `GetUsage` answers, in days after its first (a year and a day).
+const MAX_USAGE_DAYS: i32 = 365;
+
+fn day(field: &str, text: &str, default: Day) -> Result<Day, ApiError> {
+    if text.is_empty() {
+        return Ok(default);
+    }
+    text.parse()
+        .map_err(|e: govbroker_domain::metering::DateError| ApiError::invalid(field, e.to_string()))
+}
+
+fn rfc3339(seconds: i64) -> String {
+    jiff::Timestamp::from_second(seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn version_to_proto(v: &BillVersion) -> proto::BillVersion {
+    proto::BillVersion {
+        price_list_revision: i32::try_from(v.invoice.price_list_revision).unwrap_or(i32::MAX),
+        total_vnd: v.invoice.total.0,
+        total: format_vnd(v.invoice.total),
+        reason: v.reason.clone(),
+        rerated_by: v.rerated_by.clone(),
+        rerated_at: rfc3339(v.rerated_at),
     }
 }
 
@@ -360,6 +583,10 @@ pub fn invoice_to_proto(invoice: &Invoice) -> proto::Bill {
         subtree_total_vnd: invoice.total.0,
         budget_vnd: 0,
         budget_used_percent: 0,
+        rerate_reason: String::new(),
+        rerated_by: String::new(),
+        rerated_at: String::new(),
+        earlier_versions: Vec::new(),
     }
 }
 
@@ -376,6 +603,12 @@ operation!(proto::ListBillsRequest => proto::ListBillsResponse, methods::LIST_BI
 operation!(proto::ExportBillRequest => proto::ExportBillResponse, methods::EXPORT_BILL,
     |r| bill_target(&r.agency),
     |api, caller, req| api.export_bill(caller, req));
+operation!(proto::GetUsageRequest => proto::Usage, methods::GET_USAGE,
+    |r| target("Usage", "", Some(&r.agency)),
+    |api, caller, req| api.get_usage(caller, req));
+operation!(proto::RerateBillRequest => proto::Bill, methods::RERATE_BILL,
+    |r| target("Bill", &r.month, Some(&r.agency)),
+    |api, caller, req| api.rerate_bill(caller, req));
 
 #[cfg(test)]
 mod tests {
