@@ -9,12 +9,15 @@
 //!   whether it fits in what is left, with the exact remainder when it does not;
 //! - [`deployment`], [`service`] and [`pod_disruption_budget`]: the objects the
 //!   controller applies, with a pod template hardened for the namespace's Pod Security
-//!   level ([`crate::isolation::pod_security_profile`]).
+//!   level ([`crate::isolation::pod_security_profile`]);
+//! - [`events`]: which Events a reconcile pass records on the Workload.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use govbroker_crds::{InjectAs, QuotaResource, Workload, WorkloadSpec};
+use govbroker_crds::{
+    InjectAs, QuotaResource, Workload, WorkloadPhase, WorkloadSpec, WorkloadStatus,
+};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
@@ -32,6 +35,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::isolation::{AGENCY_LABEL, MANAGED_BY, MANAGED_BY_LABEL, pod_security_profile};
 use crate::quantity::{Amount, Amounts};
 
+/// Annotation on a workload's pod template: a digest of the injected binding Secrets'
+/// data. A Secret mounted as files or read through `envFrom` does not restart the pods
+/// that use it, so a rotated password would otherwise reach only pods started later; a
+/// new digest changes the template and the Deployment replaces its pods.
+pub const BINDINGS_DIGEST_ANNOTATION: &str = "govbroker.io/bindings-digest";
 /// Label on every object rendered for a workload, and on its pods: the workload's name.
 pub const WORKLOAD_LABEL: &str = "govbroker.io/workload";
 /// Name of the application container.
@@ -908,6 +916,92 @@ pub fn pod_disruption_budget(
     })
 }
 
+// ---------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------
+
+/// An Event the workload controller records on a Workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadEvent {
+    /// `Warning` (the owners must act) rather than `Normal`.
+    pub warning: bool,
+    /// The Event's reason, CamelCase (`kubectl get events` shows it).
+    pub reason: &'static str,
+    /// What happened, in words.
+    pub note: String,
+}
+
+/// What a reconcile pass changed in the workload's Deployment.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DeploymentChange {
+    /// The Deployment's replicas before and after, when an apply changed them.
+    pub scaled: Option<(i32, i32)>,
+    /// The injected binding Secrets changed, so the pods are being replaced.
+    pub bindings_changed: bool,
+}
+
+/// The Events one reconcile pass records, given the status before and after it and what
+/// it changed in the Deployment.
+///
+/// Only transitions are recorded, so a settled workload records nothing however often
+/// it is reconciled: `Scaled` and `BindingsChanged` when the Deployment changed;
+/// `QuotaExceeded` and `ImageRefused` (warnings) when the workload enters that phase or
+/// its spec changes while in it (a further scale beyond the quota says again how much is
+/// left); `Available` when it becomes available.
+pub fn events(
+    previous: Option<&WorkloadStatus>,
+    next: &WorkloadStatus,
+    change: DeploymentChange,
+) -> Vec<WorkloadEvent> {
+    let mut events = Vec::new();
+    if let Some((from, to)) = change.scaled {
+        let note = if to == 0 {
+            format!("scaled from {from} to 0 replicas (paused or asked for none)")
+        } else {
+            format!("scaled from {from} to {to} replica(s)")
+        };
+        events.push(WorkloadEvent {
+            warning: false,
+            reason: "Scaled",
+            note,
+        });
+    }
+    if change.bindings_changed {
+        events.push(WorkloadEvent {
+            warning: false,
+            reason: "BindingsChanged",
+            note: "a binding Secret changed (e.g. a rotated password): the pods are replaced so that they read it".to_owned(),
+        });
+    }
+    let before = previous.and_then(|s| s.phase);
+    let new_spec = previous.and_then(|s| s.observed_generation) != next.observed_generation;
+    let message = next.message.clone().unwrap_or_default();
+    match next.phase {
+        Some(phase @ (WorkloadPhase::QuotaExceeded | WorkloadPhase::ImageRefused))
+            if before != Some(phase) || new_spec =>
+        {
+            events.push(WorkloadEvent {
+                warning: true,
+                reason: if phase == WorkloadPhase::QuotaExceeded {
+                    "QuotaExceeded"
+                } else {
+                    "ImageRefused"
+                },
+                note: message,
+            });
+        }
+        Some(WorkloadPhase::Available) if before != Some(WorkloadPhase::Available) => {
+            events.push(WorkloadEvent {
+                warning: false,
+                reason: "Available",
+                note: message,
+            });
+        }
+        _ => {}
+    }
+    events
+}
+
 #[cfg(test)]
 mod tests {
     use govbroker_crds::{ClaimBinding, CpuMemory, WorkloadPort};
@@ -1141,5 +1235,64 @@ mod tests {
     fn env_prefixes() {
         assert_eq!(default_env_prefix("ho-so"), "HO_SO_");
         assert_eq!(default_env_prefix("1db"), "_1DB_");
+    }
+
+    fn status(phase: WorkloadPhase, generation: i64, message: &str) -> WorkloadStatus {
+        WorkloadStatus {
+            observed_generation: Some(generation),
+            phase: Some(phase),
+            message: Some(message.to_owned()),
+            ..Default::default()
+        }
+    }
+
+    fn reasons(events: &[WorkloadEvent]) -> Vec<&'static str> {
+        events.iter().map(|e| e.reason).collect()
+    }
+
+    #[test]
+    fn events_record_transitions_only() {
+        use WorkloadPhase::*;
+        let none = DeploymentChange::default();
+        // Becoming available is recorded once; staying available records nothing.
+        let progressing = status(Progressing, 1, "0/2 replicas available, 0 ready");
+        let available = status(Available, 1, "2/2 replicas available");
+        let e = events(Some(&progressing), &available, none);
+        assert_eq!(reasons(&e), ["Available"]);
+        assert!(!e[0].warning);
+        assert_eq!(e[0].note, "2/2 replicas available");
+        assert!(events(Some(&available), &available, none).is_empty());
+        assert!(events(None, &progressing, none).is_empty());
+
+        // A refusal is a warning on entering it, and again for a new spec in it.
+        let over = status(QuotaExceeded, 2, "6 replica(s) do not fit");
+        let e = events(Some(&available), &over, none);
+        assert_eq!(reasons(&e), ["QuotaExceeded"]);
+        assert!(e[0].warning);
+        assert_eq!(e[0].note, "6 replica(s) do not fit");
+        assert!(events(Some(&over), &over, none).is_empty());
+        let further = status(QuotaExceeded, 3, "8 replica(s) do not fit");
+        assert_eq!(
+            reasons(&events(Some(&over), &further, none)),
+            ["QuotaExceeded"]
+        );
+        let refused = status(ImageRefused, 1, "image refused");
+        assert_eq!(reasons(&events(None, &refused, none)), ["ImageRefused"]);
+        assert!(events(Some(&refused), &refused, none).is_empty());
+
+        // What changed in the Deployment comes first.
+        let change = DeploymentChange {
+            scaled: Some((4, 5)),
+            bindings_changed: true,
+        };
+        let e = events(Some(&over), &status(Progressing, 4, "4/5"), change);
+        assert_eq!(reasons(&e), ["Scaled", "BindingsChanged"]);
+        assert_eq!(e[0].note, "scaled from 4 to 5 replica(s)");
+        let paused = DeploymentChange {
+            scaled: Some((5, 0)),
+            bindings_changed: false,
+        };
+        let e = events(Some(&available), &status(Paused, 5, "paused"), paused);
+        assert!(e[0].note.contains("to 0 replicas"), "{}", e[0].note);
     }
 }

@@ -2,18 +2,25 @@
 //! a Service and a PodDisruptionBudget that reach Available with Running pods, scaled
 //! within quota, refused with the exact remainder beyond it, hardened for a restricted
 //! level, given their data-service bindings, deleted with everything they made, and
-//! refused at admission when their image or resources are wrong.
+//! refused at admission when their image or resources are wrong; a rotated password
+//! replaces the pods that inject it; transitions are recorded as Events.
 
 use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use govbroker_crds::{
-    Agency, ClaimBinding, CpuMemory, InjectAs, Workload, WorkloadPhase, WorkloadPort, WorkloadSpec,
+    Agency, ClaimBinding, ClaimPhase, CpuMemory, DataServiceClaim, InjectAs,
+    ROTATE_PASSWORD_ANNOTATION, Workload, WorkloadPhase, WorkloadPort, WorkloadSpec,
 };
-use govbroker_e2e::{DEFAULT_TIMEOUT, TestEnv, operator, scenario, unique_name, wait_for};
+use govbroker_domain::data_services::instance_names;
+use govbroker_domain::workload::BINDINGS_DIGEST_ANNOTATION;
+use govbroker_e2e::data_services::{agency_for_claims, delete_local_class, local_class};
+use govbroker_e2e::{
+    DEFAULT_TIMEOUT, TestEnv, eventually, operator, scenario, unique_name, wait_for,
+};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -134,6 +141,31 @@ async fn running_pods(t: &TestEnv, namespace: &str, name: &str) -> Result<Vec<Po
         .collect())
 }
 
+/// Waits until an Event with `reason` is recorded on the workload `name`; returns its note.
+async fn event(t: &TestEnv, namespace: &str, name: &str, reason: &str) -> Result<String> {
+    let events = Api::<Event>::namespaced(t.client.clone(), namespace);
+    let selector =
+        format!("involvedObject.kind=Workload,involvedObject.name={name},reason={reason}");
+    eventually(
+        &format!("a {reason} Event on workload {name}"),
+        DEFAULT_TIMEOUT,
+        || {
+            let (events, selector) = (events.clone(), selector.clone());
+            async move {
+                let list = events
+                    .list(&ListParams::default().fields(&selector))
+                    .await?;
+                Ok(list
+                    .items
+                    .into_iter()
+                    .next()
+                    .map(|e| e.message.unwrap_or_default()))
+            }
+        },
+    )
+    .await
+}
+
 async fn scale(api: &Api<Workload>, name: &str, replicas: i32) -> Result<()> {
     api.patch(
         name,
@@ -166,6 +198,8 @@ async fn a_workload_runs_scales_within_quota_reports_the_remainder_and_is_delete
             running_pods(&t, &ns, "cong-dich-vu").await?.len() == 2,
             "two Running pods"
         );
+        let note = event(&t, &ns, "cong-dich-vu", "Available").await?;
+        ensure!(note == "2/2 replicas available", "Available note: {note}");
         let deployment = Api::<Deployment>::namespaced(t.client.clone(), &ns)
             .get("cong-dich-vu")
             .await?;
@@ -192,6 +226,11 @@ async fn a_workload_runs_scales_within_quota_reports_the_remainder_and_is_delete
             running_pods(&t, &ns, "cong-dich-vu").await?.len() == 4,
             "four Running pods"
         );
+        let note = event(&t, &ns, "cong-dich-vu", "Scaled").await?;
+        ensure!(
+            note == "scaled from 2 to 4 replica(s)",
+            "Scaled note: {note}"
+        );
 
         // Beyond: 6 x 200m = 1200m, and exactly 1 (the whole quota) is left for it.
         scale(&api, "cong-dich-vu", 6).await?;
@@ -215,6 +254,11 @@ async fn a_workload_runs_scales_within_quota_reports_the_remainder_and_is_delete
                 .any(|c| c.type_ == "QuotaExceeded" && c.status == "True"),
             "conditions {:?}",
             status.conditions
+        );
+        let note = event(&t, &ns, "cong-dich-vu", "QuotaExceeded").await?;
+        ensure!(
+            note.contains("cpu 1200m needed, 1 left"),
+            "QuotaExceeded note: {note}"
         );
         let deployment = Api::<Deployment>::namespaced(t.client.clone(), &ns)
             .get("cong-dich-vu")
@@ -276,6 +320,8 @@ async fn a_workload_runs_scales_within_quota_reports_the_remainder_and_is_delete
     .await;
 }
 
+/// A binding Secret as the broker writes it (its keys, and the label naming its claim,
+/// by which the workload controller finds it).
 fn binding_secret(name: &str) -> Secret {
     let data = [
         ("host", "127.0.0.1"),
@@ -288,6 +334,10 @@ fn binding_secret(name: &str) -> Secret {
     Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
+            labels: Some(BTreeMap::from([(
+                "govbroker.io/data-service-claim".to_owned(),
+                name.trim_end_matches("-binding").to_owned(),
+            )])),
             ..Default::default()
         },
         data: Some(
@@ -373,6 +423,157 @@ async fn a_restricted_level_workload_passes_pod_security_and_gets_its_bindings()
             "mounts {mounts:?}"
         );
         Ok(())
+    })
+    .await;
+}
+
+/// The bindings digest in a Deployment's pod template.
+fn template_digest(d: &Deployment) -> Option<String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(BINDINGS_DIGEST_ANNOTATION)
+        .cloned()
+}
+
+#[tokio::test]
+async fn a_rotated_password_replaces_the_pods_that_inject_it() {
+    start();
+    scenario("workload-rotation", |t: TestEnv| async move {
+        let class = local_class(&t, "redis").await?;
+        let (_, ns) = agency_for_claims(&t, "wl-rot", 2, "chu@test.gov.vn", &[(&class, 1)]).await?;
+        let claims = Api::<DataServiceClaim>::namespaced(t.client.clone(), &ns);
+        let outcome = async {
+            let claim: DataServiceClaim = serde_json::from_value(serde_json::json!({
+                "apiVersion": "govbroker.io/v1alpha1",
+                "kind": "DataServiceClaim",
+                "metadata": {"name": "phien"},
+                "spec": {"className": class, "plan": "nho", "deletionPolicy": "Delete"},
+            }))?;
+            claims.create(&PostParams::default(), &claim).await?;
+            wait_for(
+                &claims,
+                "phien",
+                "the claim to be Ready",
+                DEFAULT_TIMEOUT,
+                |c: Option<&DataServiceClaim>| {
+                    c.and_then(|c| c.status.as_ref())
+                        .is_some_and(|s| s.phase == Some(ClaimPhase::Ready))
+                },
+            )
+            .await?;
+
+            let api = Api::<Workload>::namespaced(t.client.clone(), &ns);
+            let mut w = workload("cong", "registry.gov.vn/so-tttt/cong:1", 2, "100m");
+            // The agency has no quota for Services.
+            w.spec.ports = Vec::new();
+            w.spec.claims = vec![ClaimBinding {
+                name: "phien".into(),
+                inject_as: InjectAs::Env,
+                prefix: None,
+            }];
+            api.create(&PostParams::default(), &w).await?;
+            phase(&api, "cong", WorkloadPhase::Available, 2).await?;
+            let deployments = Api::<Deployment>::namespaced(t.client.clone(), &ns);
+            let before = template_digest(&deployments.get("cong").await?)
+                .context("no bindings digest in the pod template")?;
+            let old_pods: Vec<String> = running_pods(&t, &ns, "cong")
+                .await?
+                .iter()
+                .map(|p| p.name_any())
+                .collect();
+            ensure!(old_pods.len() == 2, "pods before: {old_pods:?}");
+
+            // The owner rotates the password: the broker writes a new binding Secret.
+            claims
+                .patch(
+                    "phien",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                        ROTATE_PASSWORD_ANNOTATION: "2026-11-25T08:00:00Z"
+                    }}})),
+                )
+                .await?;
+            let rolled = wait_for(
+                &deployments,
+                "cong",
+                "the pod template's bindings digest to change",
+                DEFAULT_TIMEOUT,
+                move |d: Option<&Deployment>| {
+                    d.and_then(template_digest)
+                        .is_some_and(|digest| digest != before)
+                },
+            )
+            .await?
+            .context("the Deployment vanished")?;
+            ensure!(
+                !template_digest(&rolled).unwrap_or_default().is_empty(),
+                "digest"
+            );
+            // Every pod is replaced by one that read the new password, and the workload
+            // is Available again.
+            let old = old_pods.clone();
+            let new_pods = eventually("two new Running pods", DEFAULT_TIMEOUT, || {
+                let (t, ns, old) = (&t, ns.clone(), old.clone());
+                async move {
+                    let pods = Api::<Pod>::namespaced(t.client.clone(), &ns)
+                        .list(&ListParams::default().labels("govbroker.io/workload=cong"))
+                        .await?
+                        .items;
+                    let running: Vec<String> = pods
+                        .iter()
+                        .filter(|p| {
+                            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                        })
+                        .map(|p| p.name_any())
+                        .collect();
+                    Ok((pods.len() == 2
+                        && running.len() == 2
+                        && running.iter().all(|p| !old.contains(p)))
+                    .then_some(running))
+                }
+            })
+            .await?;
+            ensure!(new_pods.len() == 2, "new pods {new_pods:?}");
+            phase(&api, "cong", WorkloadPhase::Available, 2).await?;
+            let note = event(&t, &ns, "cong", "BindingsChanged").await?;
+            ensure!(note.contains("binding Secret changed"), "note: {note}");
+
+            // The claim goes first, so that the broker drops its Redis user while the
+            // class still exists.
+            let uid = claims.get("phien").await?.uid().context("uid")?;
+            claims.delete("phien", &DeleteParams::background()).await?;
+            wait_for(
+                &claims,
+                "phien",
+                "the claim to be deleted",
+                DEFAULT_TIMEOUT,
+                conditions::is_deleted(&uid),
+            )
+            .await?;
+            Ok(())
+        }
+        .await;
+        if outcome.is_err() && !govbroker_e2e::keep_state() {
+            // Whatever the broker left behind on the shared Redis.
+            let admin = t.cluster.redis_admin()?;
+            if let Ok(mut con) = redis::Client::open(admin.redis_connection_info()?)?
+                .get_multiplexed_async_connection()
+                .await
+            {
+                let _ = redis::cmd("ACL")
+                    .arg("DELUSER")
+                    .arg(instance_names(&ns, "phien").redis_user)
+                    .query_async::<()>(&mut con)
+                    .await;
+            }
+        }
+        delete_local_class(&t, &class).await;
+        outcome
     })
     .await;
 }

@@ -8,6 +8,12 @@
 //! nothing applied), then server-side apply the objects rendered by
 //! [`govbroker_domain::workload`] and mirror the Deployment's readiness in the status.
 //!
+//! The binding Secrets come from a watch (only those the broker labels), and a digest of
+//! their data sits in the pod template ([`BINDINGS_DIGEST_ANNOTATION`]), so a rotated
+//! password replaces the pods. Transitions (`Scaled`, `BindingsChanged`, `QuotaExceeded`,
+//! `ImageRefused`, `Available`) are recorded as Events on the Workload
+//! ([`govbroker_domain::workload::events`] decides which).
+//!
 //! Children carry an owner reference to the Workload, so the garbage collector deletes
 //! them with it; there is no external state and no finalizer.
 
@@ -20,8 +26,9 @@ use govbroker_crds::{QuotaResource, Workload, WorkloadPhase, WorkloadStatus};
 use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL};
 use govbroker_domain::quantity::{Amount, Amounts};
 use govbroker_domain::workload::{
-    self as domain, ImagePolicy, QuotaExceeded, WORKLOAD_LABEL, binding_secret_name, check_quota,
-    demand, effective_replicas, parse_image, per_replica, room_for_workload,
+    self as domain, BINDINGS_DIGEST_ANNOTATION, DeploymentChange, ImagePolicy, QuotaExceeded,
+    WORKLOAD_LABEL, binding_secret_name, check_quota, demand, effective_replicas, parse_image,
+    per_replica, room_for_workload,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret, Service};
@@ -29,6 +36,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -36,6 +44,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::data_service_claim::CLAIM_LABEL;
 use crate::apply::{APPLIED_HASH_ANNOTATION, Applier, stable_hash};
 use crate::{Context, Error};
 
@@ -48,6 +57,11 @@ pub const FIELD_MANAGER: &str = "govbroker-workloads";
 /// besides the ResourceQuota changes that wake it.
 const RECHECK: Duration = Duration::from_secs(30);
 
+/// How long successive triggers of one workload (its Deployment's status moving from
+/// created to available in several steps, its own status write) are folded into one
+/// reconcile, and so into one status write.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
 struct State {
     ctx: Arc<Context>,
     policy: ImagePolicy,
@@ -56,6 +70,9 @@ struct State {
     deployments: Store<Deployment>,
     services: Store<PartialObjectMeta<Service>>,
     budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
+    /// The binding Secrets the broker writes (labelled with their claim).
+    secrets: Store<Secret>,
+    recorder: Recorder,
     ready: crate::cache::Ready,
     failures: Mutex<HashMap<ObjectRef<Workload>, u32>>,
 }
@@ -136,13 +153,28 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
     .default_backoff()
     .touched_objects();
 
+    // Only the broker's binding Secrets, whose data the pod templates carry a digest of.
+    let (secrets, secret_writer) = reflector::store();
+    let secret_stream = reflector::reflector(
+        secret_writer,
+        watcher(
+            Api::<Secret>::all(client.clone()),
+            watcher::Config::default()
+                .labels(CLAIM_LABEL)
+                .any_semantic(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+
     let ready = {
-        let (n, q, d, s, b) = (
+        let (n, q, d, s, b, x) = (
             namespaces.clone(),
             quotas.clone(),
             deployments.clone(),
             services.clone(),
             budgets.clone(),
+            secrets.clone(),
         );
         crate::cache::Ready::spawn(async move {
             let gone = |e: reflector::store::WriterDropped| Error::Cache(e.to_string());
@@ -151,6 +183,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
             d.wait_until_ready().await.map_err(gone)?;
             s.wait_until_ready().await.map_err(gone)?;
             b.wait_until_ready().await.map_err(gone)?;
+            x.wait_until_ready().await.map_err(gone)?;
             Ok(())
         })
     };
@@ -190,6 +223,34 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         }
     };
 
+    // A binding Secret that appears or changes wakes the workloads that inject it.
+    let injecting = {
+        let workloads = controller.store();
+        move |secret: Secret| {
+            let ns = secret.namespace().unwrap_or_default();
+            let name = secret.name_any();
+            workloads
+                .state()
+                .iter()
+                .filter(|w| {
+                    w.namespace().as_deref() == Some(ns.as_str())
+                        && w.spec
+                            .claims
+                            .iter()
+                            .any(|c| binding_secret_name(&c.name) == name)
+                })
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect::<Vec<_>>()
+        }
+    };
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "govbroker".to_owned(),
+            instance: None,
+        },
+    );
     let state = Arc::new(State {
         ctx: ctx.clone(),
         policy: ctx.settings.image_policy.clone(),
@@ -198,6 +259,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         deployments,
         services,
         budgets,
+        secrets,
+        recorder,
         ready,
         failures: Mutex::new(HashMap::new()),
     });
@@ -209,7 +272,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         .owns_stream(pdb_stream)
         .watches_stream(rq_stream, waiting_for_room)
         .watches_stream(ns_stream, in_namespace)
-        .with_config(kube::runtime::controller::Config::default().concurrency(32))
+        .watches_stream(secret_stream, injecting)
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(32)
+                .debounce(DEBOUNCE),
+        )
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
@@ -226,6 +294,14 @@ fn error_policy(w: Arc<Workload>, error: &Error, state: Arc<State>) -> Action {
     let delay = state.backoff(&w);
     warn!(workload = %w.name_any(), namespace = ?w.namespace(), error = %error.chain(), ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+/// What to render for: the namespace's agency and security level, and the digest of the
+/// injected binding Secrets (none without claims).
+struct Target {
+    agency: Option<String>,
+    level: u8,
+    bindings: Option<String>,
 }
 
 /// Why nothing was applied this pass.
@@ -255,14 +331,16 @@ async fn reconcile(w: Arc<Workload>, state: Arc<State>) -> Result<Action, Error>
         .deployments
         .get(&ObjectRef::new(&name).within(&namespace));
 
-    let outcome = decide(&w, &state, current.as_deref()).await?;
-    let deployment = match &outcome {
-        Ok((agency, level)) => {
-            Some(apply(&w, &state, agency.as_deref(), *level, current.as_deref()).await?)
+    let outcome = decide(&w, &state, current.as_deref())?;
+    let (deployment, change) = match &outcome {
+        Ok(target) => {
+            let (deployment, change) = apply(&w, &state, target, current.as_deref()).await?;
+            (Some(deployment), change)
         }
-        Err(_) => current.as_deref().cloned(),
+        Err(_) => (current.as_deref().cloned(), DeploymentChange::default()),
     };
     let status = status(&w, outcome.as_ref().err(), deployment.as_ref());
+    let events = domain::events(w.status.as_ref(), &status, change);
     if w.status.as_ref() != Some(&status) {
         Applier {
             ctx: &state.ctx,
@@ -282,20 +360,65 @@ async fn reconcile(w: Arc<Workload>, state: Arc<State>) -> Result<Action, Error>
             )
             .await?;
     }
+    for event in events {
+        publish(&state, &w, event);
+    }
     state.succeeded(&w);
     Ok(match outcome {
         Err(Blocked::Quota(_) | Blocked::NotAgencyNamespace(_)) => Action::requeue(RECHECK),
-        Err(Blocked::BindingMissing(_)) => Action::requeue(Duration::from_secs(5)),
+        // The Secret watch wakes it when the binding appears; this is only a safety net.
+        Err(Blocked::BindingMissing(_)) => Action::requeue(RECHECK),
         _ => Action::await_change(),
     })
 }
 
-/// The agency and security level to render for, or why nothing may be applied.
-async fn decide(
+/// Records an Event on the workload without holding up the reconcile; a failure to
+/// record is logged, never retried.
+fn publish(state: &State, w: &Workload, event: domain::WorkloadEvent) {
+    let recorder = state.recorder.clone();
+    let reference = w.object_ref(&());
+    let action = match event.reason {
+        "Scaled" => "Scale",
+        "BindingsChanged" => "Restart",
+        _ => "Reconcile",
+    };
+    tokio::spawn(async move {
+        let event = Event {
+            type_: if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.to_owned(),
+            note: Some(event.note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            warn!(error = %e, "could not record an event on the workload");
+        }
+    });
+}
+
+/// A digest of the binding Secrets' data, in the order of the spec's claims: what the
+/// pod template carries so that a changed binding replaces the pods. FNV-1a of the
+/// data, never the data: the template is readable by anyone who may read the Deployment.
+fn bindings_digest(secrets: &[(String, Arc<Secret>)]) -> Result<String, Error> {
+    let data: Vec<_> = secrets
+        .iter()
+        .map(|(name, secret)| (name.as_str(), &secret.data))
+        .collect();
+    Ok(stable_hash(
+        &serde_json::to_vec(&data).map_err(Error::Serialize)?,
+    ))
+}
+
+/// What to render for, or why nothing may be applied.
+fn decide(
     w: &Workload,
     state: &State,
     current: Option<&Deployment>,
-) -> Result<Result<(Option<String>, u8), Blocked>, Error> {
+) -> Result<Result<Target, Blocked>, Error> {
     let namespace = w.namespace().unwrap_or_default();
     let spec = &w.spec;
     let Some(ns) = state.namespaces.get(&ObjectRef::new(&namespace)) else {
@@ -320,19 +443,24 @@ async fn decide(
         return Ok(Err(Blocked::ImageRefused(why)));
     }
 
-    if !spec.claims.is_empty() {
-        let secrets =
-            Api::<PartialObjectMeta<Secret>>::namespaced(state.ctx.client.clone(), &namespace);
-        for claim in &spec.claims {
-            let secret = binding_secret_name(&claim.name);
-            if secrets.get_metadata_opt(&secret).await?.is_none() {
+    let mut bindings = Vec::with_capacity(spec.claims.len());
+    for claim in &spec.claims {
+        let name = binding_secret_name(&claim.name);
+        match state.secrets.get(&ObjectRef::new(&name).within(&namespace)) {
+            Some(secret) => bindings.push((name, secret)),
+            None => {
                 return Ok(Err(Blocked::BindingMissing(format!(
-                    "waiting for Secret \"{secret}\", the binding of DataServiceClaim \"{}\" (is the claim Ready?)",
+                    "waiting for Secret \"{name}\", the binding of DataServiceClaim \"{}\" (is the claim Ready?)",
                     claim.name
                 ))));
             }
         }
     }
+    let bindings = if bindings.is_empty() {
+        None
+    } else {
+        Some(bindings_digest(&bindings)?)
+    };
 
     // Quota: only growth needs room; shrinking and settled workloads are not checked.
     let each = per_replica(spec).map_err(Error::Webhook)?;
@@ -377,7 +505,11 @@ async fn decide(
             }
         }
     }
-    Ok(Ok((agency, level)))
+    Ok(Ok(Target {
+        agency,
+        level,
+        bindings,
+    }))
 }
 
 /// Per-replica requests of a Deployment as applied (cpu, memory and one pod).
@@ -404,15 +536,27 @@ fn deployment_per_replica(d: &Deployment) -> Amounts {
     each
 }
 
+/// The digest of the bindings a Deployment's pod template carries.
+fn template_digest(d: &Deployment) -> Option<&String> {
+    d.spec
+        .as_ref()?
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(BINDINGS_DIGEST_ANNOTATION)
+}
+
 /// Applies the rendered children (skipping unchanged ones) and returns the Deployment
-/// as the API server has it now.
+/// as the API server has it now, with what changed in it.
 async fn apply(
     w: &Workload,
     state: &State,
-    agency: Option<&str>,
-    level: u8,
+    target: &Target,
     current: Option<&Deployment>,
-) -> Result<Deployment, Error> {
+) -> Result<(Deployment, DeploymentChange), Error> {
+    let agency = target.agency.as_deref();
     let applier = Applier {
         ctx: &state.ctx,
         controller: CONTROLLER,
@@ -461,13 +605,33 @@ async fn apply(
         }
     }
 
-    let mut desired = domain::deployment(w, agency, level);
+    let mut desired = domain::deployment(w, agency, target.level);
+    if let (Some(digest), Some(spec)) = (&target.bindings, desired.spec.as_mut()) {
+        spec.template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(BINDINGS_DIGEST_ANNOTATION.to_owned(), digest.clone());
+    }
     let hash = stable_hash(&serde_json::to_vec(&desired).map_err(Error::Serialize)?);
     if let Some(current) = current
         && current.annotations().get(APPLIED_HASH_ANNOTATION) == Some(&hash)
     {
-        return Ok(current.clone());
+        return Ok((current.clone(), DeploymentChange::default()));
     }
+    let change = match current {
+        Some(current) => {
+            let from = current.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let to = effective_replicas(&w.spec);
+            DeploymentChange {
+                scaled: (from != to).then_some((from, to)),
+                bindings_changed: template_digest(current).is_some()
+                    && template_digest(current) != target.bindings.as_ref(),
+            }
+        }
+        None => DeploymentChange::default(),
+    };
     desired
         .annotations_mut()
         .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash);
@@ -479,7 +643,7 @@ async fn apply(
             &Patch::Apply(&desired),
         )
         .await?;
-    Ok(applied)
+    Ok((applied, change))
 }
 
 fn condition(w: &Workload, type_: &str, status: bool, reason: &str, message: &str) -> Condition {
@@ -625,5 +789,50 @@ fn status(
             condition(w, "QuotaExceeded", quota.0, quota.1, &quota.2),
             condition(w, "ImageRefused", image.0, image.1, &image.2),
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+    use kube::api::ObjectMeta;
+
+    use super::*;
+
+    fn secret(password: &str, version: &str) -> Arc<Secret> {
+        Arc::new(Secret {
+            metadata: ObjectMeta {
+                resource_version: Some(version.to_owned()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("host".to_owned(), ByteString(b"127.0.0.1".to_vec())),
+                (
+                    "password".to_owned(),
+                    ByteString(password.as_bytes().to_vec()),
+                ),
+            ])),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn the_bindings_digest_follows_the_data_only() {
+        let one =
+            |p: &str, v: &str| bindings_digest(&[("db-binding".to_owned(), secret(p, v))]).unwrap();
+        assert_eq!(one("a1", "1"), one("a1", "1"));
+        assert_ne!(
+            one("a1", "1"),
+            one("a2", "2"),
+            "a rotated password changes the digest"
+        );
+        // Same data, another resourceVersion: unchanged (no restart for a no-op write).
+        assert_eq!(one("a1", "1"), one("a1", "7"));
+        let two = bindings_digest(&[
+            ("db-binding".to_owned(), secret("a1", "1")),
+            ("cache-binding".to_owned(), secret("a1", "1")),
+        ])
+        .unwrap();
+        assert_ne!(two, one("a1", "1"));
     }
 }

@@ -183,6 +183,77 @@ pub async fn agency_for_claims(
     Ok((name, namespace))
 }
 
+/// Creates a DataServiceClass for the local cloud's server of `engine` (`postgres` or
+/// `redis`), without TLS, with one plan `nho` and no limits, its admin Secret
+/// `<engine>-admin` in the test namespace; labelled for the test. Returns its name; the
+/// caller deletes it with [`delete_local_class`] once its claims are gone.
+pub async fn local_class(t: &super::TestEnv, engine: &str) -> Result<String> {
+    use k8s_openapi::ByteString;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::PostParams;
+    let admin = match engine {
+        "postgres" => t.cluster.postgres_admin()?,
+        "redis" => t.cluster.redis_admin()?,
+        other => bail!("no local server for engine {other:?}"),
+    };
+    let secret_name = format!("{engine}-admin");
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(secret_name.clone()),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                (
+                    "username".to_owned(),
+                    ByteString(admin.user.clone().into_bytes()),
+                ),
+                (
+                    "password".to_owned(),
+                    ByteString(admin.password.clone().into_bytes()),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    t.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .context("creating the admin Secret")?;
+    let name = super::unique_name(&format!("e2e-{engine}"));
+    let class: govbroker_crds::DataServiceClass = serde_json::from_value(serde_json::json!({
+        "apiVersion": "govbroker.io/v1alpha1",
+        "kind": "DataServiceClass",
+        "metadata": {"name": name, "labels": {super::TEST_LABEL: t.namespace}},
+        "spec": {
+            "engine": engine,
+            "server": {
+                "host": admin.host,
+                "port": admin.port,
+                "tls": {"enabled": false},
+                "adminSecretRef": {"namespace": t.namespace, "name": secret_name},
+            },
+            "plans": [{"name": "nho", "description": "Gói nhỏ"}],
+        },
+    }))?;
+    kube::Api::<govbroker_crds::DataServiceClass>::all(t.client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .context("creating the class")?;
+    Ok(name)
+}
+
+/// Deletes a class made by [`local_class`] (kept with `GOVBROKER_KEEP_TEST_STATE`).
+pub async fn delete_local_class(t: &super::TestEnv, name: &str) {
+    if super::keep_state() {
+        return;
+    }
+    let _ = kube::Api::<govbroker_crds::DataServiceClass>::all(t.client.clone())
+        .delete(name, &kube::api::DeleteParams::background())
+        .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
