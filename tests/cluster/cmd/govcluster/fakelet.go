@@ -42,7 +42,7 @@ func runFakelet(args []string) error {
 	nodes := fs.Int("nodes", 3, "number of fake nodes")
 	cpu := fs.String("node-cpu", "32", "allocatable cpu per node")
 	memory := fs.String("node-memory", "128Gi", "allocatable memory per node")
-	pods := fs.String("node-pods", "250", "allocatable pods per node")
+	pods := fs.String("node-pods", "500", "allocatable pods per node")
 	workers := fs.Int("workers", 8, "concurrent pod status writers")
 	_ = fs.Parse(args)
 

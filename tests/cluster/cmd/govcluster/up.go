@@ -75,7 +75,7 @@ func runUp(args []string) error {
 	fs.IntVar(&o.nodes, "nodes", 3, "fake nodes")
 	fs.StringVar(&o.nodeCPU, "node-cpu", "32", "allocatable cpu per fake node")
 	fs.StringVar(&o.nodeMemory, "node-memory", "128Gi", "allocatable memory per fake node")
-	fs.StringVar(&o.nodePods, "node-pods", "250", "allocatable pods per fake node")
+	fs.StringVar(&o.nodePods, "node-pods", "500", "allocatable pods per fake node")
 	_ = fs.Parse(args)
 	if o.stateDir == "" || o.binDir == "" {
 		return errors.New("--state-dir and --bin-dir are required")
