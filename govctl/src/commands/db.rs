@@ -216,7 +216,8 @@ printed as SECRET).
 EXAMPLES:
   govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod
   psql \"$(govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod --uri)\"
-  govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod -o json";
+  govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod -o json
+  govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod --ca-file ca.crt";
 
 /// `govctl db credentials`.
 #[derive(Debug, Clone, Args)]
@@ -229,6 +230,10 @@ pub struct CredentialsArgs {
     /// Print only the connection URI (for scripts)
     #[arg(long)]
     pub uri: bool,
+    /// Also save the server's CA certificate (PEM) to this file, for clients that verify
+    /// the server (psql's sslrootcert, redis-cli's --cacert)
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 const ROTATE_EXAMPLES: &str = "\
@@ -354,6 +359,10 @@ pub struct ShareCredentialsArgs {
     /// Print only the connection URI (for scripts)
     #[arg(long)]
     pub uri: bool,
+    /// Also save the server's CA certificate (PEM) to this file, for clients that verify
+    /// the server (psql's sslrootcert, redis-cli's --cacert)
+    #[arg(long, value_name = "PATH")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// `govctl db approve` and `govctl db revoke`.
@@ -522,6 +531,9 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                 .await
                 .map_err(|s| conn.fail(s))?
                 .into_inner();
+            if let Some(path) = &args.ca_file {
+                save_ca(path, &binding)?;
+            }
             if args.uri {
                 return emit(&format!("{}\n", binding.uri));
             }
@@ -639,6 +651,9 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                 .await
                 .map_err(|s| conn.fail(s))?
                 .into_inner();
+            if let Some(path) = &args.ca_file {
+                save_ca(path, &binding)?;
+            }
             if args.uri {
                 return emit(&format!("{}\n", binding.uri));
             }
@@ -792,10 +807,34 @@ pub fn claim_details(claim: &DataServiceClaim, now: jiff::Timestamp) -> String {
     out
 }
 
+/// Writes a binding's CA certificate to `path`.
+fn save_ca(path: &std::path::Path, binding: &proto::DataServiceBinding) -> Result<(), Failure> {
+    if binding.ca_crt.is_empty() {
+        return Err(Failure::usage(
+            "this binding has no CA certificate: its class uses the system's trusted roots or no TLS; leave out --ca-file",
+        ));
+    }
+    std::fs::write(path, &binding.ca_crt).map_err(|e| {
+        Failure::other(format!(
+            "writing the CA certificate to {}: {e}",
+            path.display()
+        ))
+    })
+}
+
 /// A binding as KEY VALUE lines (the keys of the Secret).
 pub fn binding_table(b: &proto::DataServiceBinding) -> String {
     let mut table = Table::new(&["key", "value"]);
     let port = b.port.to_string();
+    // A certificate does not fit a table row: say what it is and how to save it.
+    let ca = if b.ca_crt.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "PEM certificate, {} bytes (save it with --ca-file PATH)",
+            b.ca_crt.len()
+        )
+    };
     for (key, value) in [
         ("secret", &b.secret_name),
         ("namespace", &b.namespace),
@@ -806,6 +845,8 @@ pub fn binding_table(b: &proto::DataServiceBinding) -> String {
         ("database", &b.database),
         ("prefix", &b.prefix),
         ("uri", &b.uri),
+        ("sslmode", &b.sslmode),
+        ("ca.crt", &ca),
     ] {
         if !value.is_empty() {
             table.row(vec![key.to_owned(), value.clone()]);
@@ -933,6 +974,19 @@ mod tests {
         let text = binding_table(&b);
         assert!(text.contains("prefix     ns/csdl"), "{text}");
         assert!(!text.contains("database"), "{text}");
+        assert!(!text.contains("ca.crt"), "{text}");
+        let tls = proto::DataServiceBinding {
+            sslmode: "verify-full".into(),
+            ca_crt: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            ..b
+        };
+        let text = binding_table(&tls);
+        assert!(text.contains("sslmode    verify-full"), "{text}");
+        assert!(
+            text.contains("ca.crt     PEM certificate, 59 bytes (save it with --ca-file PATH)"),
+            "{text}"
+        );
+        assert!(!text.contains("MIIB"), "{text}");
     }
 
     #[test]

@@ -223,6 +223,8 @@ pub fn binding_to_proto(
         database: text("database"),
         prefix: text("prefix"),
         uri: text("uri"),
+        sslmode: text("sslmode"),
+        ca_crt: text("ca.crt"),
     }
 }
 
@@ -361,5 +363,35 @@ mod tests {
             (15432, "gb_d", "")
         );
         assert_eq!(b.secret_name, "c-binding");
+    }
+
+    #[test]
+    fn a_binding_carries_the_tls_settings_of_its_secret() {
+        let data = [
+            ("host", "pg.gov.vn"),
+            ("port", "5432"),
+            ("sslmode", "verify-full"),
+            (
+                "ca.crt",
+                "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), k8s_openapi::ByteString(v.as_bytes().to_vec())))
+        .collect();
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("csdl-binding".into()),
+                ..Default::default()
+            },
+            data: Some(data),
+            ..Default::default()
+        };
+        let binding = binding_to_proto("csdl", "ns", &secret);
+        assert_eq!(binding.port, 5432);
+        assert_eq!(binding.sslmode, "verify-full");
+        assert!(binding.ca_crt.starts_with("-----BEGIN CERTIFICATE-----"));
+        let plain = binding_to_proto("csdl", "ns", &Secret::default());
+        assert!(plain.sslmode.is_empty() && plain.ca_crt.is_empty());
     }
 }
