@@ -670,6 +670,34 @@ async fn claims_are_admitted_only_in_agency_namespaces_for_their_level_and_quota
                 .await?
                 .get(0);
             ensure!(roles == 0, "a role was created for a refused claim");
+
+            // Claims created all at once cannot take more than the quota between them.
+            let (_, racing_ns) =
+                agency_for_claims(&t, "ds-race", 2, "chu@test.gov.vn", &[(&class, 2)]).await?;
+            let names: Vec<String> = (1..=6).map(|i| format!("cung-luc-{i}")).collect();
+            let results = futures::future::join_all(
+                names
+                    .iter()
+                    .map(|name| create_claim(&t, &racing_ns, name, &class, "nho", Some("Delete"))),
+            )
+            .await;
+            let admitted = results.iter().filter(|r| r.is_ok()).count();
+            ensure!(
+                admitted == 2,
+                "{admitted} of 6 simultaneous claims admitted, quota 2: {results:?}"
+            );
+            for refusal in results.into_iter().filter_map(Result::err) {
+                refused(Err(refusal), "already holds 2 of the 2")?;
+            }
+            let stored = claims(&t, &racing_ns)
+                .list(&Default::default())
+                .await?
+                .items;
+            ensure!(stored.len() == 2, "{} claims stored", stored.len());
+            for claim in stored {
+                phase(&t, &racing_ns, &claim.name_any(), ClaimPhase::Ready).await?;
+                delete_claim(&t, &racing_ns, &claim.name_any()).await?;
+            }
             Ok(())
         }
         .await;

@@ -7,7 +7,9 @@
 //! approved only by an owner of the owner agency (the platform stamps who and when) and
 //! revoked only by an owner of either agency (stamped in annotations).
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use govbroker_crds::{
@@ -143,11 +145,53 @@ async fn check_claim(
             ),
         ));
     }
-    let used = claims_of_class(state, &agency, class_name).await?;
+    // One admission at a time per agency, counting the claims admitted moments ago that
+    // a list does not show yet: two claims created at once cannot both take the last one.
+    let admitted = state.admitted_claims.of(&agency_name);
+    let mut admitted = admitted.lock().await;
+    let now = Instant::now();
+    admitted.retain(|(_, _, at)| now.duration_since(*at) < ADMITTED_TTL);
+    let mut used = claims_of_class(state, &agency, class_name).await?;
+    used.extend(
+        admitted
+            .iter()
+            .filter(|(class, _, _)| class == class_name)
+            .map(|(_, claim, _)| claim.clone()),
+    );
     let allowed = agency.spec.quota.data_services.get(class_name).copied();
-    claim_fits_quota(&agency_name, class_name, allowed, used)
-        .map(|_| ())
-        .map_err(|e| (Refusal::Conflict, e.to_string()))
+    claim_fits_quota(&agency_name, class_name, allowed, used.len())
+        .map_err(|e| (Refusal::Conflict, e.to_string()))?;
+    admitted.push((
+        class_name.clone(),
+        format!("{namespace}/{}", claim.name_any()),
+        now,
+    ));
+    Ok(())
+}
+
+/// How long an admitted claim counts against the quota before a list must show it: far
+/// longer than the moment between admission and storage.
+const ADMITTED_TTL: Duration = Duration::from_secs(30);
+
+/// Claims admitted per agency in the last [`ADMITTED_TTL`], each agency's behind a lock
+/// held while its quota is checked. The operator serves the webhook from one process, so
+/// this closes the gap between counting and storing; a claim refused after this webhook
+/// (by another) holds a place for at most the TTL.
+#[derive(Clone, Default)]
+pub struct AdmittedClaims(Arc<std::sync::Mutex<HashMap<String, AgencyClaims>>>);
+
+/// One agency's recently admitted claims.
+type AgencyClaims = Arc<tokio::sync::Mutex<Vec<AdmittedClaim>>>;
+
+/// One admitted claim: its class, `namespace/name`, and when.
+type AdmittedClaim = (String, String, Instant);
+
+impl AdmittedClaims {
+    /// The admitted claims of `agency`, to lock while checking its quota.
+    fn of(&self, agency: &str) -> AgencyClaims {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(agency.to_owned()).or_default().clone()
+    }
 }
 
 /// Whether the broker can honour the claim's parameters on its class's engine.
@@ -160,25 +204,27 @@ fn check_parameters(class: &DataServiceClass, claim: &DataServiceClaim) -> Resul
     .map_err(|e| (Refusal::Invalid, e.to_string()))
 }
 
-/// How many claims of `class` the agency's namespaces hold now (including ones being
-/// deleted, whose data may still be on the server).
+/// The claims of `class` the agency's namespaces hold now, as `namespace/name`
+/// (including ones being deleted, whose data may still be on the server).
 async fn claims_of_class(
     state: &WebhookState,
     agency: &Agency,
     class: &str,
-) -> Result<usize, Refused> {
-    let mut used = 0;
+) -> Result<BTreeSet<String>, Refused> {
+    let mut used = BTreeSet::new();
     for env in &agency.spec.environments {
         let namespace = namespace_name(&agency.name_any(), &env.name);
         let claims = Api::<DataServiceClaim>::namespaced(state.client.clone(), &namespace)
             .list(&ListParams::default())
             .await
             .map_err(|e| unavailable(format!("cannot count the claims in {namespace}: {e}")))?;
-        used += claims
-            .items
-            .iter()
-            .filter(|c| c.spec.class_name == class)
-            .count();
+        used.extend(
+            claims
+                .items
+                .iter()
+                .filter(|c| c.spec.class_name == class)
+                .map(|c| format!("{namespace}/{}", c.name_any())),
+        );
     }
     Ok(used)
 }

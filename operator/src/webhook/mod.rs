@@ -57,6 +57,8 @@ pub struct WebhookState {
     pub own_user: Arc<String>,
     /// Which registries each security level may pull workload images from.
     pub image_policy: Arc<govbroker_domain::workload::ImagePolicy>,
+    /// Data-service claims admitted moments ago, counted against quota until listed.
+    pub admitted_claims: data_services::AdmittedClaims,
 }
 
 /// Serves the webhook until `shutdown`, after applying the webhook configurations.
@@ -83,6 +85,7 @@ pub async fn run(
         client: ctx.client.clone(),
         recent: agency::Recent::default(),
         image_policy: Arc::new(settings.image_policy.clone()),
+        admitted_claims: data_services::AdmittedClaims::default(),
     };
     let app = Router::new()
         .route(
