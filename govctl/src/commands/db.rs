@@ -217,7 +217,7 @@ EXAMPLES:
   govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod
   psql \"$(govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod --uri)\"
   govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod -o json
-  govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod --ca-file ca.crt";
+  govctl db credentials csdl-ho-tich --agency so-tu-phap-ha-noi --env prod --save-ca ca.crt";
 
 /// `govctl db credentials`.
 #[derive(Debug, Clone, Args)]
@@ -233,7 +233,7 @@ pub struct CredentialsArgs {
     /// Also save the server's CA certificate (PEM) to this file, for clients that verify
     /// the server (psql's sslrootcert, redis-cli's --cacert)
     #[arg(long, value_name = "PATH")]
-    pub ca_file: Option<std::path::PathBuf>,
+    pub save_ca: Option<std::path::PathBuf>,
 }
 
 const ROTATE_EXAMPLES: &str = "\
@@ -362,7 +362,7 @@ pub struct ShareCredentialsArgs {
     /// Also save the server's CA certificate (PEM) to this file, for clients that verify
     /// the server (psql's sslrootcert, redis-cli's --cacert)
     #[arg(long, value_name = "PATH")]
-    pub ca_file: Option<std::path::PathBuf>,
+    pub save_ca: Option<std::path::PathBuf>,
 }
 
 /// `govctl db approve` and `govctl db revoke`.
@@ -531,7 +531,7 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                 .await
                 .map_err(|s| conn.fail(s))?
                 .into_inner();
-            if let Some(path) = &args.ca_file {
+            if let Some(path) = &args.save_ca {
                 save_ca(path, &binding)?;
             }
             if args.uri {
@@ -651,7 +651,7 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                 .await
                 .map_err(|s| conn.fail(s))?
                 .into_inner();
-            if let Some(path) = &args.ca_file {
+            if let Some(path) = &args.save_ca {
                 save_ca(path, &binding)?;
             }
             if args.uri {
@@ -811,7 +811,7 @@ pub fn claim_details(claim: &DataServiceClaim, now: jiff::Timestamp) -> String {
 fn save_ca(path: &std::path::Path, binding: &proto::DataServiceBinding) -> Result<(), Failure> {
     if binding.ca_crt.is_empty() {
         return Err(Failure::usage(
-            "this binding has no CA certificate: its class uses the system's trusted roots or no TLS; leave out --ca-file",
+            "this binding has no CA certificate: its class uses the system's trusted roots or no TLS; leave out --save-ca",
         ));
     }
     std::fs::write(path, &binding.ca_crt).map_err(|e| {
@@ -831,7 +831,7 @@ pub fn binding_table(b: &proto::DataServiceBinding) -> String {
         String::new()
     } else {
         format!(
-            "PEM certificate, {} bytes (save it with --ca-file PATH)",
+            "PEM certificate, {} bytes (save it with --save-ca PATH)",
             b.ca_crt.len()
         )
     };
@@ -983,7 +983,7 @@ mod tests {
         let text = binding_table(&tls);
         assert!(text.contains("sslmode    verify-full"), "{text}");
         assert!(
-            text.contains("ca.crt     PEM certificate, 59 bytes (save it with --ca-file PATH)"),
+            text.contains("ca.crt     PEM certificate, 59 bytes (save it with --save-ca PATH)"),
             "{text}"
         );
         assert!(!text.contains("MIIB"), "{text}");
