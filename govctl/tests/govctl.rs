@@ -941,3 +941,133 @@ async fn quota_requests_are_filed_by_the_owner_and_decided_by_the_parents_owner(
     })
     .await;
 }
+
+#[tokio::test]
+async fn bill_usage_and_rerate_show_the_integers_and_keep_the_earlier_bill() {
+    use govbroker_crds::PriceList;
+    use govbroker_domain::metering::{Attribution, Day, Integrator, Meter};
+    use govbroker_ledger::LedgerOptions;
+    use govbroker_ledger::usage::{AgencyCheckpoint, AgencyCommit, UsageLedger};
+
+    let g = Govctl::new().expect("govctl");
+    scenario("govctl-bill", |t| async move {
+        let owner = unique_name("ke-toan");
+        let name = unique_name("so-tc");
+        let prices = unique_name("gia");
+        let rates = |cpu: &str| {
+            serde_json::json!([{"effectiveFrom": "2026-01-01", "cpuPerVcpuHour": cpu,
+                "memoryPerGibHour": "0", "storagePerGibMonth": "0"}])
+        };
+        let price_list: PriceList = serde_json::from_value(serde_json::json!({
+            "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
+            "metadata": {"name": prices},
+            "spec": {"revisions": [
+                {"revision": 1, "reason": "QĐ 1", "rates": rates("720")},
+                {"revision": 2, "reason": "QĐ 2", "rates": rates("900")}]}
+        }))?;
+        let lists = Api::<PriceList>::all(t.client.clone());
+        lists.create(&PostParams::default(), &price_list).await?;
+        let result = async {
+            let mut a = agency(
+                &name,
+                "Sở Tài chính",
+                AgencyLevel::Central,
+                None,
+                Some(&owner),
+                ("1", "1Gi", "5"),
+            );
+            a.spec.price_list = Some(prices.clone());
+            create(&t, vec![a]).await?;
+            // One vCPU for an hour on 10 October 2026.
+            let ledger = UsageLedger::connect(
+                &[govbroker_e2e::api::LEDGER_ENDPOINT.to_owned()],
+                &g.api().ledger_prefix,
+                LedgerOptions::default(),
+            )
+            .await?;
+            let fence = ledger.acquire(&format!("test-{name}"), 10).await?;
+            let mut integrator = Integrator::default();
+            let start = "2026-10-10".parse::<Day>()?.start() + 3600;
+            let who = Attribution {
+                agency: name.clone(),
+                environment: "prod".into(),
+                namespace: format!("{name}-prod"),
+                workload: "Workload/cong".into(),
+            };
+            integrator.observe("x", start, Some((who, vec![(Meter::Cpu, 1000)])));
+            integrator.observe("x", start + 3600, None);
+            let days = integrator
+                .take_days()
+                .into_iter()
+                .map(|((_, d), b)| (d, b))
+                .collect();
+            let commit = AgencyCommit {
+                checkpoint: AgencyCheckpoint {
+                    agency: name.clone(),
+                    ..Default::default()
+                },
+                days,
+                expected_revision: 0,
+            };
+            ledger.commit(&fence, &[commit]).await?;
+            ledger.release(&fence).await?;
+
+            let owner_token = user_token(&owner)?;
+            let args = [
+                "bill",
+                "usage",
+                &name,
+                "--from",
+                "2026-10-01",
+                "--to",
+                "2026-10-31",
+                "-o",
+                "json",
+            ];
+            let usage = until_ok("the owner reads the usage", || {
+                g.as_user(&owner_token, &args)
+            })
+            .await?
+            .json()?;
+            ensure!(usage["lines"][0]["quantity"] == "3600000", "{usage}");
+            ensure!(usage["lines"][0]["unit"] == "milli-core-seconds", "{usage}");
+            let rerate = [
+                "bill",
+                "rerate",
+                &name,
+                "--month",
+                "2026-10",
+                "--price-list-revision",
+                "1",
+                "--reason",
+                "QĐ 3 sửa giá",
+            ];
+            // The owner may read bills, not re-rate them: exit 4.
+            g.as_user(&owner_token, &rerate).await?.expect(4)?;
+            let out = g.as_user(&admin_token()?, &rerate).await?.ok()?;
+            ensure!(
+                out.stdout.contains("Total:          720 ₫"),
+                "{}",
+                out.stdout
+            );
+            ensure!(out.stdout.contains("QĐ 3 sửa giá"), "{}", out.stdout);
+            let shown = g
+                .as_user(&owner_token, &["bill", "show", &name, "--month", "2026-10"])
+                .await?
+                .ok()?;
+            ensure!(
+                shown.stdout.contains("Earlier versions of this bill:")
+                    && shown.stdout.contains("900 ₫"),
+                "{}",
+                shown.stdout
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = lists
+            .delete(&prices, &kube::api::DeleteParams::default())
+            .await;
+        result
+    })
+    .await;
+}

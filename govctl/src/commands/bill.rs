@@ -1,4 +1,5 @@
-//! `govctl bill show|list|export`: monthly bills, for finance staff and agency owners.
+//! `govctl bill show|list|export|usage|rerate`: monthly bills and usage, for finance
+//! staff and agency owners; re-rating a past month, for platform admins.
 
 use std::path::PathBuf;
 
@@ -20,7 +21,10 @@ EXAMPLES:
   govctl bill show so-y-te-ha-noi --month 2026-11
   govctl bill list ubnd-tp-da-nang --month 2026-11
   govctl bill export so-y-te-ha-noi --month 2026-11 --format csv --out so-y-te-2026-11.csv
-  govctl bill export so-y-te-ha-noi --month 2026-11 --format xlsx --out so-y-te-2026-11.xlsx";
+  govctl bill export so-y-te-ha-noi --month 2026-11 --format xlsx --out so-y-te-2026-11.xlsx
+  govctl bill usage so-y-te-ha-noi --from 2026-11-01 --to 2026-11-15
+  govctl bill rerate so-y-te-ha-noi --month 2026-10 --price-list-revision 3 \\
+      --reason \"Quyết định 45/QĐ-STC sửa đơn giá CPU\"";
 
 /// `govctl bill ...`.
 #[derive(Debug, Subcommand)]
@@ -34,6 +38,58 @@ pub enum BillCommand {
     /// Write an agency's bill as a CSV, JSON or XLSX file
     #[command(after_help = EXPORT_EXAMPLES)]
     Export(ExportArgs),
+    /// An agency's usage over a period: integer quantities per workload and resource
+    #[command(after_help = USAGE_EXAMPLES)]
+    Usage(UsageArgs),
+    /// Recompute a past month's bill with a price-list revision (platform admins)
+    #[command(after_help = RERATE_EXAMPLES)]
+    Rerate(RerateArgs),
+}
+
+const USAGE_EXAMPLES: &str = "\
+Quantities are the ledger's integers: milli-core-seconds (CPU), byte-seconds (memory,
+storage), instance-seconds (data services), summed over the billing days of the period.
+
+EXAMPLES:
+  govctl bill usage so-y-te-ha-noi                  # this month so far
+  govctl bill usage so-y-te-ha-noi --from 2026-10-01 --to 2026-10-31 -o json";
+
+const RERATE_EXAMPLES: &str = "\
+The month must have ended. The re-rated bill becomes the month's bill; the earlier ones
+stay listed by `govctl bill show`. Add the corrected price-list revision first
+(kubectl edit pricelist ...).
+
+EXAMPLES:
+  govctl bill rerate so-y-te-ha-noi --month 2026-10 --price-list-revision 3 \\
+      --reason \"Quyết định 45/QĐ-STC sửa đơn giá CPU\"";
+
+/// `govctl bill usage`.
+#[derive(Debug, Clone, Args)]
+pub struct UsageArgs {
+    /// The agency (slug)
+    pub agency: String,
+    /// First billing day, YYYY-MM-DD [default: the first of this month in Vietnam]
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub from: Option<String>,
+    /// Last billing day, inclusive [default: today in Vietnam]
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    pub to: Option<String>,
+}
+
+/// `govctl bill rerate`.
+#[derive(Debug, Clone, Args)]
+pub struct RerateArgs {
+    /// The agency (slug)
+    pub agency: String,
+    /// The month to re-rate, YYYY-MM (it must have ended)
+    #[arg(long, value_name = "YYYY-MM")]
+    pub month: String,
+    /// The revision of the agency's price list to rate with
+    #[arg(long, value_name = "N")]
+    pub price_list_revision: i32,
+    /// Why (kept with the bill)
+    #[arg(long)]
+    pub reason: String,
 }
 
 const SHOW_EXAMPLES: &str = "\
@@ -161,7 +217,61 @@ pub fn bill_table(bill: &proto::Bill) -> String {
             bill.budget_used_percent
         ));
     }
+    if !bill.rerate_reason.is_empty() {
+        out.push_str(&format!(
+            "Re-rated:       {} by {}: {}\n",
+            bill.rerated_at, bill.rerated_by, bill.rerate_reason
+        ));
+    }
+    if !bill.earlier_versions.is_empty() {
+        out.push_str("\nEarlier versions of this bill:\n");
+        let mut table = Table::new(&["revision", "total", "when", "by", "reason"]);
+        for v in &bill.earlier_versions {
+            table.row(vec![
+                v.price_list_revision.to_string(),
+                vnd(v.total_vnd),
+                v.rerated_at.clone(),
+                if v.rerated_by.is_empty() {
+                    "-".to_owned()
+                } else {
+                    v.rerated_by.clone()
+                },
+                v.reason.clone(),
+            ]);
+        }
+        out.push_str(&table.render());
+    }
     out
+}
+
+/// The usage as a table.
+pub fn usage_table(usage: &proto::Usage) -> String {
+    let mut table = Table::new(&[
+        "environment",
+        "workload",
+        "resource",
+        "quantity",
+        "unit",
+        "unobserved (at most)",
+    ]);
+    for l in &usage.lines {
+        table.row(vec![
+            l.environment.clone(),
+            l.workload.clone(),
+            l.resource.clone(),
+            l.quantity.clone(),
+            l.unit.clone(),
+            l.unobserved_bound.clone(),
+        ]);
+    }
+    format!(
+        "Agency {}, {} to {} ({} day(s) with usage)\n\n{}",
+        usage.agency,
+        usage.from,
+        usage.to,
+        usage.days_recorded,
+        table.render()
+    )
 }
 
 /// Runs a bill command.
@@ -239,6 +349,31 @@ pub async fn run(conn: &Connection, command: BillCommand, format: Format) -> Res
                 None => emit(&String::from_utf8_lossy(&bytes)),
             }
         }
+        BillCommand::Usage(args) => {
+            let usage = client
+                .get_usage(proto::GetUsageRequest {
+                    agency: args.agency,
+                    from: args.from.unwrap_or_default(),
+                    to: args.to.unwrap_or_default(),
+                })
+                .await
+                .map_err(|s| conn.fail(s))?
+                .into_inner();
+            print(format, &usage, || usage_table(&usage))
+        }
+        BillCommand::Rerate(args) => {
+            let bill = client
+                .rerate_bill(proto::RerateBillRequest {
+                    agency: args.agency,
+                    month: args.month,
+                    price_list_revision: args.price_list_revision,
+                    reason: args.reason,
+                })
+                .await
+                .map_err(|s| conn.fail(s))?
+                .into_inner();
+            print(format, &bill, || bill_table(&bill))
+        }
     }
 }
 
@@ -282,5 +417,51 @@ mod tests {
         assert!(text.contains("Total:          1.234.567 ₫"), "{text}");
         assert!(text.contains("With subtree:   2.000.000 ₫"), "{text}");
         assert!(text.contains("(24% used)"), "{text}");
+        assert!(!text.contains("Re-rated"), "{text}");
+        let rerated = proto::Bill {
+            rerate_reason: "sửa giá".into(),
+            rerated_by: "admin".into(),
+            rerated_at: "2026-11-20T03:00:00Z".into(),
+            earlier_versions: vec![proto::BillVersion {
+                price_list_revision: 2,
+                total_vnd: 900,
+                reason: "the bill as computed before the first re-rate".into(),
+                ..Default::default()
+            }],
+            ..bill
+        };
+        let text = bill_table(&rerated);
+        assert!(
+            text.contains("Re-rated:       2026-11-20T03:00:00Z by admin: sửa giá"),
+            "{text}"
+        );
+        assert!(text.contains("Earlier versions of this bill:"), "{text}");
+        assert!(text.contains("900 ₫"), "{text}");
+    }
+
+    #[test]
+    fn usage_reads_as_a_table_of_integers() {
+        let usage = proto::Usage {
+            agency: "so-y-te".into(),
+            from: "2026-10-01".into(),
+            to: "2026-10-31".into(),
+            days_recorded: 1,
+            lines: vec![proto::UsageLine {
+                environment: "prod".into(),
+                workload: "Workload/cong".into(),
+                resource: "cpu".into(),
+                quantity: "3600000".into(),
+                unit: "milli-core-seconds".into(),
+                unobserved_bound: "0".into(),
+                ..Default::default()
+            }],
+        };
+        let text = usage_table(&usage);
+        assert!(
+            text.contains("2026-10-01 to 2026-10-31 (1 day(s) with usage)"),
+            "{text}"
+        );
+        assert!(text.contains("3600000"), "{text}");
+        assert!(text.contains("milli-core-seconds"), "{text}");
     }
 }
