@@ -476,26 +476,45 @@ pub fn redis_parameters(
     }
 }
 
-/// The statements that give a database exactly the chosen settings: each known setting
-/// set to its value or reset, so removing a parameter takes effect too. Run as admin;
-/// new sessions see the result.
+/// The database's value of `name` among its settings as PostgreSQL keeps them
+/// (`name=value` each, see [`DATABASE_SETTINGS`]).
+fn current_setting<'a>(current: &'a [String], name: &str) -> Option<&'a str> {
+    current.iter().find_map(|entry| {
+        entry
+            .split_once('=')
+            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value)
+    })
+}
+
+/// The database-wide settings (`name=value` each) of a database; bind its name as `$1`.
+pub const DATABASE_SETTINGS: &str = "SELECT coalesce(s.setconfig, '{}') FROM pg_database d LEFT JOIN pg_db_role_setting s ON s.setdatabase = d.oid AND s.setrole = 0 WHERE d.datname = $1";
+
+/// The statements that give a database exactly the chosen settings, given the ones it
+/// has (`current`, from [`DATABASE_SETTINGS`]): a setting that differs is set, one no
+/// longer asked for is reset, and nothing is sent when all match. Run as admin; new
+/// sessions see the result.
 pub fn database_settings(
     database: &str,
     parameters: &PostgresParameters,
+    current: &[String],
 ) -> Result<Vec<String>, UnsafeText> {
     let database = quote_ident(database)?;
-    POSTGRES_SETTINGS
-        .iter()
-        .map(|(name, _)| {
-            Ok(match parameters.settings.get(*name) {
-                Some(value) => format!(
-                    "ALTER DATABASE {database} SET {name} = {}",
-                    quote_literal(value)?
-                ),
-                None => format!("ALTER DATABASE {database} RESET {name}"),
-            })
-        })
-        .collect()
+    let mut statements = Vec::new();
+    for (name, _) in POSTGRES_SETTINGS {
+        let have = current_setting(current, name);
+        match parameters.settings.get(name) {
+            Some(value) if have != Some(value.as_str()) => statements.push(format!(
+                "ALTER DATABASE {database} SET {name} = {}",
+                quote_literal(value)?
+            )),
+            None if have.is_some() => {
+                statements.push(format!("ALTER DATABASE {database} RESET {name}"));
+            }
+            _ => {}
+        }
+    }
+    Ok(statements)
 }
 
 /// `CREATE EXTENSION IF NOT EXISTS` for each chosen extension; run connected to the
@@ -789,14 +808,36 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(checked.extensions, ["unaccent", "pg_trgm"]);
-        let statements = database_settings("db", &checked).unwrap();
-        assert!(
-            statements
-                .contains(&"ALTER DATABASE \"db\" SET timezone = 'Asia/Ho_Chi_Minh'".to_owned())
+        let current =
+            ["work_mem=64MB", "lock_timeout=5s", "statement_timeout=1min"].map(str::to_owned);
+        let statements = database_settings("db", &checked, &current).unwrap();
+        assert_eq!(
+            statements,
+            [
+                "ALTER DATABASE \"db\" SET timezone = 'Asia/Ho_Chi_Minh'",
+                "ALTER DATABASE \"db\" SET statement_timeout = '30s'",
+                // A setting no longer asked for is reset, so removing a parameter works.
+                "ALTER DATABASE \"db\" RESET lock_timeout",
+            ],
+            "work_mem already matches"
         );
-        assert!(statements.contains(&"ALTER DATABASE \"db\" SET work_mem = '64MB'".to_owned()));
-        // A setting not asked for is reset, so removing a parameter takes effect.
-        assert!(statements.contains(&"ALTER DATABASE \"db\" RESET lock_timeout".to_owned()));
+        // Nothing to send when the database has what is asked (and nothing to reset).
+        let settled = [
+            "timezone=Asia/Ho_Chi_Minh",
+            "statement_timeout=30s",
+            "work_mem=64MB",
+        ]
+        .map(str::to_owned);
+        assert!(
+            database_settings("db", &checked, &settled)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            database_settings("db", &PostgresParameters::default(), &[])
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(
             create_extensions(&checked).unwrap(),
             [

@@ -22,11 +22,11 @@ use govbroker_crds::{
     DeletionPolicy, ROTATE_PASSWORD_ANNOTATION,
 };
 use govbroker_domain::data_services::{
-    InstanceNames, MeasuredLimits, MeasuredUse, PostgresLimits, PostgresParameters, RedisAccess,
-    TERMINATE_ROLE_SESSIONS, TERMINATE_SESSIONS, WRITES_SUSPENDED, WRITES_SUSPENDED_NOTE,
-    alter_role, create_database, create_extensions, create_role, database_settings, disable_login,
-    drop_instance, instance_names, over_plan, postgres_parameters, redis_acl, redis_parameters,
-    suspend_writes,
+    DATABASE_SETTINGS, InstanceNames, MeasuredLimits, MeasuredUse, PostgresLimits,
+    PostgresParameters, RedisAccess, TERMINATE_ROLE_SESSIONS, TERMINATE_SESSIONS, WRITES_SUSPENDED,
+    WRITES_SUSPENDED_NOTE, alter_role, create_database, create_extensions, create_role,
+    database_settings, disable_login, drop_instance, instance_names, over_plan,
+    postgres_parameters, redis_acl, redis_parameters, suspend_writes,
 };
 use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL, data_service_egress};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -849,7 +849,14 @@ async fn configure_database(
     names: &InstanceNames,
     parameters: &PostgresParameters,
 ) -> Result<(), Problem> {
-    for statement in database_settings(&names.database, parameters).map_err(|e| unsafe_text(&e))? {
+    let current: Vec<String> = pg
+        .query_one(DATABASE_SETTINGS, &[&names.database])
+        .await
+        .map_err(|e| sql_failed("reading the database's settings", &e))?
+        .get(0);
+    for statement in
+        database_settings(&names.database, parameters, &current).map_err(|e| unsafe_text(&e))?
+    {
         pg.batch_execute(&statement)
             .await
             .map_err(|e| sql_failed(&format!("setting up database \"{}\"", names.database), &e))?;
