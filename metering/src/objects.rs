@@ -12,7 +12,10 @@
 //! - a PersistentVolumeClaim holds its capacity (`status.capacity.storage`, else its
 //!   request) from its creation until its deletion is requested;
 //! - a DataServiceClaim holds one instance of its class and plan while its phase is
-//!   `Ready`, from the `Ready` condition's `lastTransitionTime`.
+//!   `Ready`, from the `Ready` condition's `lastTransitionTime`, and, once the broker has
+//!   measured it, its database size (`status.storageBytes`) as storage: each sample
+//!   holds until the collector sees the next (the broker samples every 10 minutes at
+//!   most, so a database's growth is billed up to one sample late).
 //!
 //! Every instant is clamped to the collector's `floor` (what is already counted) and to
 //! `now`, so an instant can never make a second count twice.
@@ -95,7 +98,8 @@ pub fn pvc_holds(pvc: &PersistentVolumeClaim) -> Option<(i64, Rates)> {
     Some((created, vec![(Meter::Storage, bytes)]))
 }
 
-/// What a DataServiceClaim holds (one instance of its plan) and since when.
+/// What a DataServiceClaim holds (one instance of its plan, plus its measured database
+/// size as storage) and since when.
 pub fn claim_holds(claim: &DataServiceClaim) -> Option<(i64, Rates)> {
     let status = claim.status.as_ref()?;
     if status.phase != Some(ClaimPhase::Ready) {
@@ -107,16 +111,21 @@ pub fn claim_holds(claim: &DataServiceClaim) -> Option<(i64, Rates)> {
         .find(|c| c.type_ == "Ready" && c.status == "True")
         .map(|c| seconds(&c.last_transition_time))
         .or_else(|| claim.metadata.creation_timestamp.as_ref().map(seconds))?;
-    Some((
-        since,
-        vec![(
-            Meter::DataService {
-                class_name: claim.spec.class_name.clone(),
-                plan: claim.spec.plan.clone(),
-            },
-            1,
-        )],
-    ))
+    let mut rates = vec![(
+        Meter::DataService {
+            class_name: claim.spec.class_name.clone(),
+            plan: claim.spec.plan.clone(),
+        },
+        1,
+    )];
+    if let Some(bytes) = status
+        .storage_bytes
+        .and_then(|b| u64::try_from(b).ok())
+        .filter(|b| *b > 0)
+    {
+        rates.push((Meter::Storage, bytes));
+    }
+    Some((since, rates))
 }
 
 /// The controlling owner of an object, if any.
@@ -261,7 +270,16 @@ mod tests {
         .unwrap();
         let (since, rates) = claim_holds(&claim).unwrap();
         assert_eq!(since, 1_794_700_800);
+        assert_eq!(rates.len(), 1, "not measured yet: no storage");
         assert_eq!(rates[0].0.label(), "postgres-dung-chung/co-ban");
+        // Measured by the broker: the database's size is held as storage too.
+        let mut measured = claim.clone();
+        measured.status.as_mut().unwrap().storage_bytes = Some(7_500_000);
+        let (_, rates) = claim_holds(&measured).unwrap();
+        assert_eq!(rates[1], (Meter::Storage, 7_500_000));
+        // Not Ready: nothing, measured or not.
+        measured.status.as_mut().unwrap().phase = Some(ClaimPhase::Pending);
+        assert_eq!(claim_holds(&measured), None);
     }
 
     #[test]
