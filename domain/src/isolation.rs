@@ -47,6 +47,18 @@ pub const DISPLAY_NAME_ANNOTATION: &str = "govbroker.io/display-name";
 
 /// Name of the ResourceQuota in every agency namespace.
 pub const RESOURCE_QUOTA_NAME: &str = "govbroker-quota";
+
+/// Resources every environment's ResourceQuota limits (to 0 when the environment names
+/// none), besides those its quota names.
+pub const ALWAYS_LIMITED: [QuotaResource; 6] = [
+    QuotaResource::Cpu,
+    QuotaResource::Memory,
+    QuotaResource::Pods,
+    QuotaResource::Storage,
+    QuotaResource::Services,
+    QuotaResource::PersistentVolumeClaims,
+];
+
 /// Name of the LimitRange in every agency namespace.
 pub const LIMIT_RANGE_NAME: &str = "govbroker-defaults";
 /// RoleBinding giving the agency's owners `admin` in its namespaces.
@@ -142,14 +154,7 @@ pub fn namespace(agency: &Agency, ancestors: &[&Agency], environment: &Environme
 /// as named, so "not granted" means "not allowed".
 pub fn resource_quota(agency: &str, namespace: &str, quota: &Amounts) -> ResourceQuota {
     let mut hard = quota.to_resource_quota_hard();
-    for resource in [
-        QuotaResource::Cpu,
-        QuotaResource::Memory,
-        QuotaResource::Pods,
-        QuotaResource::Storage,
-        QuotaResource::Services,
-        QuotaResource::PersistentVolumeClaims,
-    ] {
+    for resource in ALWAYS_LIMITED {
         hard.entry(resource.resource_quota_key().to_owned())
             .or_insert_with(|| Quantity("0".to_owned()));
     }

@@ -13,6 +13,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cache::Index;
 use crate::{Context, Error};
 
 /// Annotation holding the hash of the applied object.
@@ -28,6 +29,61 @@ pub fn stable_hash(bytes: &[u8]) -> String {
     format!("{hash:016x}")
 }
 
+/// The hash in an object's [`APPLIED_HASH_ANNOTATION`], as a number (8 bytes to keep
+/// in a cache instead of a 16-character string).
+pub fn applied_hash(annotations: &std::collections::BTreeMap<String, String>) -> Option<u64> {
+    annotations
+        .get(APPLIED_HASH_ANNOTATION)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+}
+
+/// Where a controller looks up what it last applied to an object it owns.
+pub trait AppliedHashes {
+    /// The applied hash of the object `namespace/name`; `None` if it does not exist or
+    /// carries none.
+    fn applied_hash(&self, namespace: Option<&str>, name: &str) -> Option<u64>;
+
+    /// Told that `hash` was just applied to `namespace/name` (a cache that the watch
+    /// feeds may remember it until the watch shows it).
+    fn applied(&self, _namespace: Option<&str>, _name: &str, _hash: u64) {}
+}
+
+impl<K: Resource<DynamicType = ()> + Clone> AppliedHashes for Store<PartialObjectMeta<K>> {
+    fn applied_hash(&self, namespace: Option<&str>, name: &str) -> Option<u64> {
+        let mut key = ObjectRef::<PartialObjectMeta<K>>::new(name);
+        if let Some(ns) = namespace {
+            key = key.within(ns);
+        }
+        self.get(&key).and_then(|m| applied_hash(m.annotations()))
+    }
+}
+
+/// A value kept in an [`Index`] that knows the applied hash of its object.
+pub trait HasAppliedHash {
+    /// The object's applied hash, if it carries one.
+    fn hash(&self) -> Option<u64>;
+}
+
+impl HasAppliedHash for Option<u64> {
+    fn hash(&self) -> Option<u64> {
+        *self
+    }
+}
+
+impl<V: HasAppliedHash + Clone + Send + Sync + 'static> AppliedHashes for Index<V> {
+    fn applied_hash(&self, namespace: Option<&str>, name: &str) -> Option<u64> {
+        self.applied_not_seen(namespace, name)
+            .or_else(|| self.get(namespace, name).and_then(|v| v.hash()))
+    }
+
+    fn applied(&self, namespace: Option<&str>, name: &str, hash: u64) {
+        // Already shown (the watch can beat the response): nothing to remember.
+        if self.get(namespace, name).and_then(|v| v.hash()) != Some(hash) {
+            Index::applied(self, namespace, name, hash);
+        }
+    }
+}
+
 /// What a controller needs to apply its children: its field manager and the context.
 #[derive(Clone, Copy)]
 pub struct Applier<'a> {
@@ -40,33 +96,25 @@ pub struct Applier<'a> {
 }
 
 impl Applier<'_> {
-    /// Applies `desired` unless the cached copy in `cache` already carries its hash.
+    /// Applies `desired` unless `cache` says the object already carries its hash.
     /// Returns whether a write was sent.
-    pub async fn apply<K>(
-        &self,
-        cache: &Store<PartialObjectMeta<K>>,
-        mut desired: K,
-    ) -> Result<bool, Error>
+    pub async fn apply<K>(&self, cache: &impl AppliedHashes, mut desired: K) -> Result<bool, Error>
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
         let hash = stable_hash(&serde_json::to_vec(&desired).map_err(Error::Serialize)?);
-        desired
-            .annotations_mut()
-            .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash.clone());
-        let name = desired.name_any();
-        let namespace = desired.namespace();
-        let mut key = ObjectRef::<PartialObjectMeta<K>>::new(&name);
-        if let Some(ns) = &namespace {
-            key = key.within(ns);
-        }
-        let current = cache
-            .get(&key)
-            .and_then(|m| m.annotations().get(APPLIED_HASH_ANNOTATION).cloned());
-        if current.as_deref() == Some(hash.as_str()) {
+        let (namespace, name) = (desired.namespace(), desired.name_any());
+        let wanted = u64::from_str_radix(&hash, 16).ok();
+        if wanted.is_some() && cache.applied_hash(namespace.as_deref(), &name) == wanted {
             return Ok(false);
         }
+        desired
+            .annotations_mut()
+            .insert(APPLIED_HASH_ANNOTATION.to_owned(), hash);
         self.apply_now(&desired).await?;
+        if let Some(wanted) = wanted {
+            cache.applied(namespace.as_deref(), &name, wanted);
+        }
         Ok(true)
     }
 

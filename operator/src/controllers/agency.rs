@@ -7,8 +7,8 @@
 //! Namespaces of removed environments are deleted by label. Status sums the quotas and
 //! is written only when it changed.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::{BoxFuture, try_join_all};
@@ -32,7 +32,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::apply::Applier;
+use crate::apply::{Applier, HasAppliedHash, applied_hash, stable_hash};
+use crate::cache::Index;
 use crate::{Context, Error};
 
 /// Name of this controller in metrics and logs.
@@ -41,61 +42,90 @@ pub const CONTROLLER: &str = "agency";
 pub const FIELD_MANAGER: &str = "govbroker-agency";
 /// How often a settled agency is looked at again, to repair drift nobody told us about.
 const RESYNC: Duration = Duration::from_secs(3600);
+/// Reconciles at once. A reconcile spends most of its time waiting for three round trips
+/// (namespaces, the other objects at once, status), so a burst of new agencies needs
+/// more than the API server's few cores; more would only queue at the API server.
+const CONCURRENCY: u16 = 64;
 
-/// Metadata-only caches of what the controller owns, fed by watches on the
-/// `app.kubernetes.io/managed-by=govbroker` label. They tell whether an apply is needed.
+/// What the controller remembers of the objects it owns (compact [`Index`]es, not whole
+/// objects), fed by watches on the `app.kubernetes.io/managed-by=govbroker` label. The
+/// applied hashes tell whether an apply is needed.
 #[derive(Clone)]
 pub struct Owned {
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    limit_ranges: Store<PartialObjectMeta<LimitRange>>,
-    network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
-    role_bindings: Store<PartialObjectMeta<RoleBinding>>,
-    cluster_roles: Store<PartialObjectMeta<ClusterRole>>,
-    cluster_role_bindings: Store<PartialObjectMeta<ClusterRoleBinding>>,
-    /// Resource quotas are cached whole: their status is the agency's usage.
-    resource_quotas: Store<ResourceQuota>,
-    /// Metadata view of the quotas, for the apply check.
-    resource_quota_meta: Store<PartialObjectMeta<ResourceQuota>>,
+    namespaces: Index<OwnedNamespace>,
+    /// Resource quotas are watched whole: their status is the agency's usage.
+    resource_quotas: Index<OwnedQuota>,
+    limit_ranges: Index<Option<u64>>,
+    network_policies: Index<Option<u64>>,
+    role_bindings: Index<Option<u64>>,
+    cluster_roles: Index<Option<u64>>,
+    cluster_role_bindings: Index<Option<u64>>,
+}
+
+/// What is kept of an owned Namespace: enough to find those of removed environments.
+#[derive(Clone, Debug)]
+struct OwnedNamespace {
+    hash: Option<u64>,
+    name: Box<str>,
+    agency: Option<Box<str>>,
+    environment: Option<Box<str>>,
+    deleting: bool,
+}
+
+impl OwnedNamespace {
+    fn of(ns: &PartialObjectMeta<Namespace>) -> Self {
+        let label = |k: &str| ns.labels().get(k).map(|v| v.as_str().into());
+        Self {
+            hash: applied_hash(ns.annotations()),
+            name: ns.name_any().into(),
+            agency: label(AGENCY_LABEL),
+            environment: label(ENVIRONMENT_LABEL),
+            deleting: ns.metadata.deletion_timestamp.is_some(),
+        }
+    }
+}
+
+/// What is kept of an owned ResourceQuota: the usage the quota controller counted.
+#[derive(Clone, Debug)]
+struct OwnedQuota {
+    hash: Option<u64>,
+    used: Option<Amounts>,
+}
+
+impl OwnedQuota {
+    fn of(q: &ResourceQuota) -> Self {
+        Self {
+            hash: applied_hash(q.annotations()),
+            used: q
+                .status
+                .as_ref()
+                .and_then(|s| s.used.as_ref())
+                .map(Amounts::from_resource_quota),
+        }
+    }
+}
+
+impl HasAppliedHash for OwnedNamespace {
+    fn hash(&self) -> Option<u64> {
+        self.hash
+    }
+}
+
+impl HasAppliedHash for OwnedQuota {
+    fn hash(&self) -> Option<u64> {
+        self.hash
+    }
 }
 
 impl Owned {
     async fn wait_until_ready(&self) -> Result<(), Error> {
-        let not_ready = |e: kube::runtime::reflector::store::WriterDropped| {
-            Error::Cache(format!("owned objects: {e}"))
-        };
-        self.namespaces
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.limit_ranges
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.network_policies
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.role_bindings
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.cluster_roles
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.cluster_role_bindings
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.resource_quotas
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        self.resource_quota_meta
-            .wait_until_ready()
-            .await
-            .map_err(not_ready)?;
-        Ok(())
+        self.namespaces.wait_until_ready().await?;
+        self.resource_quotas.wait_until_ready().await?;
+        self.limit_ranges.wait_until_ready().await?;
+        self.network_policies.wait_until_ready().await?;
+        self.role_bindings.wait_until_ready().await?;
+        self.cluster_roles.wait_until_ready().await?;
+        self.cluster_role_bindings.wait_until_ready().await
     }
 }
 
@@ -103,8 +133,41 @@ impl Owned {
 pub struct State {
     ctx: Arc<Context>,
     agencies: Store<Agency>,
+    tree: Arc<Mutex<Tree>>,
+    written: Arc<Written>,
     owned: Owned,
-    owned_ready: crate::cache::Ready,
+}
+
+/// Statuses this controller wrote (as the API server answered) that the watch has not
+/// shown yet. The cache lags a write by a moment, seconds on a busy API server; a
+/// reconcile in that moment would otherwise find no status, stamp fresh transition
+/// times and write again.
+#[derive(Default)]
+pub struct Written(Mutex<HashMap<String, AgencyStatus>>);
+
+impl Written {
+    fn get(&self, name: &str) -> Option<AgencyStatus> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    fn remember(&self, name: &str, status: AgencyStatus) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned(), status);
+    }
+
+    /// The watch showed the agency again: the cache is as new as the write.
+    fn seen(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
 }
 
 fn managed() -> watcher::Config {
@@ -113,32 +176,12 @@ fn managed() -> watcher::Config {
         .any_semantic()
 }
 
-/// Drops what the caches do not need (managed fields), to keep memory small at
-/// national scale.
-fn slim<K>(obj: &mut PartialObjectMeta<K>) {
-    slim_meta(&mut obj.metadata);
-}
-
-/// Keeps only what the controller reads of an owned object's metadata: its name,
-/// namespace, deletion mark, agency and environment labels and applied hash.
-fn slim_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
-    meta.managed_fields = None;
-    meta.owner_references = None;
-    meta.generate_name = None;
-    if let Some(labels) = &mut meta.labels {
-        labels.retain(|k, _| k == AGENCY_LABEL || k == ENVIRONMENT_LABEL);
-    }
-    if let Some(annotations) = &mut meta.annotations {
-        annotations.retain(|k, _| k == crate::apply::APPLIED_HASH_ANNOTATION);
-    }
-}
-
-/// Starts a metadata watch feeding a store; returns the store and the stream of changed
-/// objects (to wake the owner).
-fn meta_cache<K>(
+/// Starts a metadata watch of an owned kind feeding an index of applied hashes; returns
+/// the index and the stream of changed objects (to wake the owner).
+fn owned_index<K>(
     api: Api<PartialObjectMeta<K>>,
 ) -> (
-    Store<PartialObjectMeta<K>>,
+    Index<Option<u64>>,
     impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>> + Send + 'static,
 )
 where
@@ -150,114 +193,149 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, managed()).map_ok(|ev| ev.modify(slim)))
-        .default_backoff()
-        .touched_objects();
-    (reader, stream)
+    Index::watch(watcher(api, managed()).default_backoff(), |o| {
+        applied_hash(o.annotations())
+    })
 }
 
-/// Runs the agency controller until `shutdown` is cancelled.
+/// Annotation that only cached Agencies carry (it is never written): the hash of the
+/// part of the status this controller writes, kept in place of that part.
+const CACHED_STATUS_HASH: &str = "govbroker.io/cached-status-hash";
+
+/// Shrinks a cached Agency to what is read of it: no managed fields, no copy of the
+/// object that `kubectl apply` keeps in an annotation, and of the status only the
+/// conditions (their transition times), `cost` (read by the webhook) and the hash of
+/// the rest ([`CACHED_STATUS_HASH`]): the status's quota sums are some 3 KiB an agency,
+/// 35 MiB at national scale, and are only ever compared.
+fn trim(agency: &mut Agency) {
+    agency.metadata.managed_fields = None;
+    if let Some(annotations) = &mut agency.metadata.annotations {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    if let Some(status) = &mut agency.status {
+        let hash = status_hash(&own_part(status));
+        agency
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(CACHED_STATUS_HASH.to_owned(), hash);
+        *status = AgencyStatus {
+            conditions: std::mem::take(&mut status.conditions),
+            cost: status.cost.take(),
+            ..AgencyStatus::default()
+        };
+    }
+}
+
+/// The part of a status this controller writes: without `cost` and the BudgetThreshold
+/// condition, which are the metering collector's (another field manager).
+fn own_part(status: &AgencyStatus) -> AgencyStatus {
+    let mut own = status.clone();
+    own.cost = None;
+    own.conditions
+        .retain(|c| c.type_ != govbroker_domain::billing::BUDGET_CONDITION);
+    own
+}
+
+fn status_hash(status: &AgencyStatus) -> String {
+    serde_json::to_vec(status)
+        .map(|json| stable_hash(&json))
+        .unwrap_or_default()
+}
+
+/// Runs the agency controller until `shutdown` is cancelled. `agencies` fills the
+/// cache of every Agency that the webhook reads too.
 pub async fn run(
     ctx: Arc<Context>,
-    controller: Controller<Agency>,
+    agencies: reflector::store::Writer<Agency>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let client = ctx.client.clone();
 
-    let (namespaces, ns_stream) =
-        meta_cache(Api::<PartialObjectMeta<Namespace>>::all(client.clone()));
+    let (namespaces, ns_stream) = Index::watch(
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            managed(),
+        )
+        .default_backoff(),
+        OwnedNamespace::of,
+    );
+    let (resource_quotas, rq_stream) = Index::watch(
+        watcher(Api::<ResourceQuota>::all(client.clone()), managed()).default_backoff(),
+        OwnedQuota::of,
+    );
     let (limit_ranges, lr_stream) =
-        meta_cache(Api::<PartialObjectMeta<LimitRange>>::all(client.clone()));
+        owned_index(Api::<PartialObjectMeta<LimitRange>>::all(client.clone()));
     let (network_policies, np_stream) =
-        meta_cache(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()));
+        owned_index(Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()));
     let (role_bindings, rb_stream) =
-        meta_cache(Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()));
+        owned_index(Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()));
     let (cluster_roles, cr_stream) =
-        meta_cache(Api::<PartialObjectMeta<ClusterRole>>::all(client.clone()));
-    let (cluster_role_bindings, crb_stream) = meta_cache(Api::<
+        owned_index(Api::<PartialObjectMeta<ClusterRole>>::all(client.clone()));
+    let (cluster_role_bindings, crb_stream) = owned_index(Api::<
         PartialObjectMeta<ClusterRoleBinding>,
     >::all(client.clone()));
-    let (resource_quota_meta, rqm_stream) =
-        meta_cache(Api::<PartialObjectMeta<ResourceQuota>>::all(client.clone()));
-    let (resource_quotas, rq_writer) = reflector::store();
-    let rq_stream = reflector::reflector(
-        rq_writer,
-        watcher(Api::<ResourceQuota>::all(client.clone()), managed()).map_ok(|ev| {
-            ev.modify(|q| {
-                slim_meta(&mut q.metadata);
-                // Only the used amounts are read.
-                q.spec = None;
-            })
-        }),
-    )
-    .default_backoff()
-    .touched_objects();
-
     let owned = Owned {
         namespaces,
+        resource_quotas,
         limit_ranges,
         network_policies,
         role_bindings,
         cluster_roles,
         cluster_role_bindings,
-        resource_quotas,
-        resource_quota_meta,
     };
 
-    let agencies = controller.store();
-    let lookup = agencies.clone();
-    // A change to an agency concerns its parent (children's quotas, count) and its
-    // children (inherited labels and RBAC); they are woken too.
-    let relatives = move |a: Agency| {
-        let name = a.name_any();
-        let mut refs: Vec<ObjectRef<Agency>> = lookup
-            .state()
-            .iter()
-            .filter(|c| c.spec.parent.as_deref() == Some(name.as_str()))
-            .map(|c| ObjectRef::from_obj(c.as_ref()))
-            .collect();
-        if let Some(parent) = a
-            .spec
-            .parent
-            .as_ref()
-            .map(|p| ObjectRef::new(p))
-            .filter(|p| lookup.get(p).is_some())
-        {
-            refs.push(parent);
-        }
-        refs
+    // One watch of the Agencies feeds the cache, wakes each changed agency, and (through
+    // the tree) the relatives a change of its spec concerns.
+    let store = agencies.as_reader();
+    let tree = Arc::new(Mutex::new(Tree::default()));
+    let written = Arc::new(Written::default());
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let agency_events = {
+        let tree = tree.clone();
+        let written = written.clone();
+        watcher(
+            Api::<Agency>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        )
+        .default_backoff()
+        .modify(trim)
+        .reflect(agencies)
+        .map_ok(move |event| {
+            if let watcher::Event::Apply(a) | watcher::Event::Delete(a) = &event {
+                written.seen(&a.name_any());
+            }
+            let relatives = tree.lock().unwrap_or_else(|e| e.into_inner()).note(&event);
+            for relative in relatives {
+                let _ = wake.unbounded_send(ObjectRef::new(&relative));
+            }
+            event
+        })
+        .applied_objects()
     };
 
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        agencies: agencies.clone(),
-        owned: owned.clone(),
-        owned_ready: {
-            let owned = owned.clone();
-            crate::cache::Ready::spawn(async move { owned.wait_until_ready().await })
-        },
+        agencies: store.clone(),
+        tree,
+        written,
+        owned,
     });
 
-    let controller = controller
-        .watches_stream(ns_stream, owner_agency(agencies.clone()))
-        .watches_stream(rq_stream, owner_agency(agencies.clone()))
-        .watches_stream(lr_stream, owner_agency(agencies.clone()))
-        .watches_stream(np_stream, owner_agency(agencies.clone()))
-        .watches_stream(rb_stream, owner_agency(agencies.clone()))
-        .watches_stream(cr_stream, owner_agency(agencies.clone()))
-        .watches_stream(crb_stream, owner_agency(agencies.clone()))
-        .watches_stream(rqm_stream, owner_agency(agencies.clone()))
-        .watches(
-            Api::<Agency>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-            relatives,
-        )
+    let controller = Controller::for_stream(agency_events, store.clone())
+        .reconcile_on(woken)
+        .watches_stream(ns_stream, owner_agency(store.clone()))
+        .watches_stream(rq_stream, owner_agency(store.clone()))
+        .watches_stream(lr_stream, owner_agency(store.clone()))
+        .watches_stream(np_stream, owner_agency(store.clone()))
+        .watches_stream(rb_stream, owner_agency(store.clone()))
+        .watches_stream(cr_stream, owner_agency(store.clone()))
+        .watches_stream(crb_stream, owner_agency(store.clone()))
         // A short debounce folds a burst of events (a parent whose children are being
         // created) into one reconcile and one status write.
         .with_config(
             kube::runtime::controller::Config::default()
-                .concurrency(32)
+                .concurrency(CONCURRENCY)
                 .debounce(Duration::from_millis(300)),
         )
         .graceful_shutdown_on(async move { shutdown.cancelled().await });
@@ -272,6 +350,116 @@ pub async fn run(
         })
         .await;
     Ok(())
+}
+
+/// The shape of the agency tree as the watch showed it: each agency's generation and
+/// parent, and each agency's children. A change of an agency's spec (a new generation),
+/// its creation or deletion concerns its parent (children's quotas and count) and its
+/// whole subtree (inherited labels, RBAC of ancestors' owners, ParentMissing); a change
+/// of its status concerns nobody else, so status writes wake no relatives.
+#[derive(Default)]
+pub struct Tree {
+    agencies: HashMap<String, (Option<i64>, Option<String>)>,
+    children: HashMap<String, BTreeSet<String>>,
+    /// Names seen in a list in progress (to find the agencies deleted while the watch
+    /// was down); `None` outside a list.
+    listing: Option<HashSet<String>>,
+    /// Whether the first list is done. Until then nothing is woken: every agency is
+    /// reconciled anyway.
+    listed: bool,
+}
+
+impl Tree {
+    /// Takes in one watch event; returns the agencies to wake besides the one changed.
+    pub fn note(&mut self, event: &watcher::Event<Agency>) -> BTreeSet<String> {
+        let mut woken = BTreeSet::new();
+        match event {
+            watcher::Event::Init => self.listing = Some(HashSet::new()),
+            watcher::Event::InitApply(a) | watcher::Event::Apply(a) => {
+                let name = a.name_any();
+                if let Some(listing) = &mut self.listing {
+                    listing.insert(name.clone());
+                }
+                let now = (a.metadata.generation, a.spec.parent.clone());
+                let before = self.agencies.insert(name.clone(), now.clone());
+                if before.as_ref() != Some(&now) {
+                    if let Some(old_parent) = before.and_then(|(_, p)| p) {
+                        self.unlink(&name, &old_parent, &mut woken);
+                    }
+                    if let Some(parent) = now.1 {
+                        self.children
+                            .entry(parent.clone())
+                            .or_default()
+                            .insert(name.clone());
+                        woken.insert(parent);
+                    }
+                    woken.extend(self.descendants(&name));
+                }
+            }
+            watcher::Event::Delete(a) => self.remove(&a.name_any(), &mut woken),
+            watcher::Event::InitDone => {
+                let listed = self.listing.take().unwrap_or_default();
+                let gone: Vec<String> = self
+                    .agencies
+                    .keys()
+                    .filter(|n| !listed.contains(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.remove(&name, &mut woken);
+                }
+                if !self.listed {
+                    self.listed = true;
+                    woken.clear();
+                }
+            }
+        }
+        if !self.listed {
+            woken.clear();
+        }
+        // A parent named but not (or no longer) there has nothing to reconcile.
+        woken.retain(|n| self.agencies.contains_key(n));
+        woken
+    }
+
+    /// The names of the agencies whose `spec.parent` is `name`.
+    pub fn children(&self, name: &str) -> Vec<String> {
+        self.children
+            .get(name)
+            .map(|c| c.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn remove(&mut self, name: &str, woken: &mut BTreeSet<String>) {
+        if let Some((_, Some(parent))) = self.agencies.remove(name) {
+            self.unlink(name, &parent, woken);
+        }
+        woken.extend(self.descendants(name));
+    }
+
+    fn unlink(&mut self, name: &str, parent: &str, woken: &mut BTreeSet<String>) {
+        if let Some(siblings) = self.children.get_mut(parent) {
+            siblings.remove(name);
+            if siblings.is_empty() {
+                self.children.remove(parent);
+            }
+        }
+        woken.insert(parent.to_owned());
+    }
+
+    /// Every agency below `name` (stops at a cycle).
+    fn descendants(&self, name: &str) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        let mut next = vec![name.to_owned()];
+        while let Some(n) = next.pop() {
+            for child in self.children.get(&n).into_iter().flatten() {
+                if child != name && found.insert(child.clone()) {
+                    next.push(child.clone());
+                }
+            }
+        }
+        found
+    }
 }
 
 /// Maps an owned object to the agency it belongs to, by its label, if that agency
@@ -371,7 +559,7 @@ async fn reconcile(agency: Arc<Agency>, state: Arc<State>) -> Result<Action, Err
     // The owned caches must be complete before anything is compared with them, or every
     // agency would look unapplied and be written again after a restart. The controller
     // feeds them, so this waits only at start-up.
-    state.owned_ready.wait().await?;
+    state.owned.wait_until_ready().await?;
     let _timer = state.ctx.metrics.reconcile_started(CONTROLLER);
     if agency.meta().deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove namespaces and RBAC.
@@ -416,7 +604,7 @@ async fn reconcile(agency: Arc<Agency>, state: Arc<State>) -> Result<Action, Err
     let mut writes: Vec<BoxFuture<'_, Result<bool, Error>>> = Vec::new();
     for (_, ns, quota) in &environments {
         writes.push(Box::pin(applier.apply(
-            &owned.resource_quota_meta,
+            &owned.resource_quotas,
             owned_by(isolation::resource_quota(&name, ns, quota), &owner),
         )));
         writes.push(Box::pin(applier.apply(
@@ -453,19 +641,14 @@ async fn reconcile(agency: Arc<Agency>, state: Arc<State>) -> Result<Action, Err
         .map(|e| e.name.as_str())
         .collect();
     let ns_api = Api::<Namespace>::all(state.ctx.client.clone());
-    for ns in owned.namespaces.state() {
-        let labels = ns.labels();
-        if labels.get(AGENCY_LABEL) != Some(&name) || ns.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let env = labels
-            .get(ENVIRONMENT_LABEL)
-            .map(String::as_str)
-            .unwrap_or_default();
-        if !wanted.contains(env) {
-            info!(agency = %name, namespace = %ns.name_any(), "environment removed; deleting its namespace");
-            applier.delete(&ns_api, &ns.name_any()).await?;
-        }
+    let removed = owned.namespaces.filter(|ns| {
+        ns.agency.as_deref() == Some(name.as_str())
+            && !ns.deleting
+            && !wanted.contains(ns.environment.as_deref().unwrap_or_default())
+    });
+    for ns in removed {
+        info!(agency = %name, namespace = %ns.name, "environment removed; deleting its namespace");
+        applier.delete(&ns_api, &ns.name).await?;
     }
 
     let status = desired_status(&agency, &state, namespaces, problems);
@@ -483,10 +666,12 @@ fn desired_status(
 ) -> AgencyStatus {
     let name = agency.name_any();
     let children: Vec<Arc<Agency>> = state
-        .agencies
-        .state()
-        .into_iter()
-        .filter(|c| c.spec.parent.as_deref() == Some(name.as_str()))
+        .tree
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .children(&name)
+        .iter()
+        .filter_map(|c| state.agencies.get(&ObjectRef::new(c)))
         .collect();
     let hard = Amounts::from_spec(&agency.spec.quota, "quota").unwrap_or_default();
     let environments = Amounts::sum(
@@ -509,21 +694,23 @@ fn desired_status(
         namespaces
             .iter()
             .filter_map(|ns| {
-                let quota = state
+                state
                     .owned
                     .resource_quotas
-                    .get(&ObjectRef::new(isolation::RESOURCE_QUOTA_NAME).within(ns))?;
-                let used = quota.status.as_ref()?.used.as_ref()?;
-                Some(Amounts::from_resource_quota(used))
+                    .get(Some(ns), isolation::RESOURCE_QUOTA_NAME)?
+                    .used
             })
             .collect::<Vec<_>>()
             .iter(),
     );
-    // Every limited resource shows a usage, 0 until the quota controller has counted:
-    // the status then does not change (and is not written again) when it has.
+    // Every limited resource shows a usage, 0 until the quota controller has counted
+    // (it counts every resource the environments' ResourceQuotas limit): the status then
+    // does not change (and is not written again) when it has.
     let mut used = used;
     for resource in QuotaResource::ALL {
-        if hard.contains(resource) && !used.contains(resource) {
+        let counted = !namespaces.is_empty()
+            && (isolation::ALWAYS_LIMITED.contains(&resource) || environments.contains(resource));
+        if (hard.contains(resource) || counted) && !used.contains(resource) {
             used.set(resource, Amount::ZERO);
         }
     }
@@ -600,10 +787,11 @@ fn desired_status(
         )
     });
     // Keep transition times of unchanged conditions.
-    let previous = agency
-        .status
-        .as_ref()
-        .map(|s| s.conditions.clone())
+    let previous = state
+        .written
+        .get(&name)
+        .or_else(|| agency.status.clone())
+        .map(|s| s.conditions)
         .unwrap_or_default();
     for c in &mut conditions {
         if let Some(old) = previous
@@ -658,16 +846,14 @@ async fn write_status(
     agency: &Agency,
     status: AgencyStatus,
 ) -> Result<(), Error> {
-    // `status.cost` and the BudgetThreshold condition are the metering collector's
-    // (another field manager): they are no reason to write.
-    let mut current = agency.status.clone();
-    if let Some(current) = current.as_mut() {
-        current.cost = None;
-        current
-            .conditions
-            .retain(|c| c.type_ != govbroker_domain::billing::BUDGET_CONDITION);
-    }
-    if current.as_ref() == Some(&status) {
+    // The cache keeps the hash of the status's own part (see `trim`): `status.cost` and
+    // the BudgetThreshold condition are the metering collector's, no reason to write.
+    let name = agency.name_any();
+    let unchanged = match state.written.get(&name) {
+        Some(written) => own_part(&written) == status,
+        None => cached_status_hash(state, &name) == Some(status_hash(&status)),
+    };
+    if unchanged {
         return Ok(());
     }
     #[derive(Debug, Serialize)]
@@ -683,13 +869,169 @@ async fn write_status(
         status: &status,
     };
     applier.count::<Agency>();
-    gone_is_fine(
-        Api::<Agency>::all(state.ctx.client.clone())
-            .patch_status(
-                &agency.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await,
-    )
+    let written = Api::<Agency>::all(state.ctx.client.clone())
+        .patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await;
+    if let Ok(Some(written)) = written.as_ref().map(|a| a.status.as_ref()) {
+        // Unless the watch was faster than the answer.
+        if cached_status_hash(state, &name) != Some(status_hash(&own_part(written))) {
+            state.written.remember(&name, written.clone());
+        }
+    }
+    gone_is_fine(written)
+}
+
+/// The hash of the agency's status as the cache shows it (see [`trim`]).
+fn cached_status_hash(state: &State, name: &str) -> Option<String> {
+    state
+        .agencies
+        .get(&ObjectRef::new(name))?
+        .annotations()
+        .get(CACHED_STATUS_HASH)
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use govbroker_crds::{AgencyLevel, AgencySpec};
+    use watcher::Event;
+
+    fn agency(name: &str, parent: Option<&str>, generation: i64) -> Agency {
+        let mut a = Agency::new(
+            name,
+            AgencySpec {
+                budget: None,
+                price_list: None,
+                display_name: name.to_owned(),
+                level: AgencyLevel::Province,
+                parent: parent.map(str::to_owned),
+                security_level: 1,
+                owners: Default::default(),
+                viewers: Default::default(),
+                environments: Vec::new(),
+                quota: Default::default(),
+            },
+        );
+        a.metadata.generation = Some(generation);
+        a
+    }
+
+    fn names(woken: BTreeSet<String>) -> Vec<String> {
+        woken.into_iter().collect()
+    }
+
+    /// A tree listed at start-up: bo <- tinh <- (huyen-1 <- xa, huyen-2).
+    fn listed() -> Tree {
+        let mut tree = Tree::default();
+        let mut woken = tree.note(&Event::Init);
+        for a in [
+            agency("xa", Some("huyen-1"), 1),
+            agency("huyen-1", Some("tinh"), 1),
+            agency("huyen-2", Some("tinh"), 1),
+            agency("tinh", Some("bo"), 1),
+            agency("bo", None, 1),
+        ] {
+            woken.extend(tree.note(&Event::InitApply(a)));
+        }
+        woken.extend(tree.note(&Event::InitDone));
+        assert!(woken.is_empty(), "the first list wakes nobody: {woken:?}");
+        tree
+    }
+
+    #[test]
+    fn a_new_child_wakes_its_parent() {
+        let mut tree = listed();
+        let woken = tree.note(&Event::Apply(agency("huyen-3", Some("tinh"), 1)));
+        assert_eq!(names(woken), ["tinh"]);
+        assert_eq!(tree.children("tinh"), ["huyen-1", "huyen-2", "huyen-3"]);
+    }
+
+    #[test]
+    fn a_status_write_wakes_nobody() {
+        let mut tree = listed();
+        let woken = tree.note(&Event::Apply(agency("tinh", Some("bo"), 1)));
+        assert!(woken.is_empty(), "{woken:?}");
+    }
+
+    #[test]
+    fn a_spec_change_wakes_the_parent_and_the_whole_subtree() {
+        let mut tree = listed();
+        let woken = tree.note(&Event::Apply(agency("tinh", Some("bo"), 2)));
+        assert_eq!(names(woken), ["bo", "huyen-1", "huyen-2", "xa"]);
+    }
+
+    #[test]
+    fn a_move_wakes_the_old_and_the_new_parent() {
+        let mut tree = listed();
+        let woken = tree.note(&Event::Apply(agency("xa", Some("huyen-2"), 2)));
+        assert_eq!(names(woken), ["huyen-1", "huyen-2"]);
+        assert!(tree.children("huyen-1").is_empty());
+        assert_eq!(tree.children("huyen-2"), ["xa"]);
+    }
+
+    #[test]
+    fn a_deletion_wakes_the_parent_and_the_orphans() {
+        let mut tree = listed();
+        let woken = tree.note(&Event::Delete(agency("huyen-1", Some("tinh"), 1)));
+        assert_eq!(names(woken), ["tinh", "xa"]);
+        assert_eq!(tree.children("tinh"), ["huyen-2"]);
+    }
+
+    #[test]
+    fn an_agency_missing_from_a_relist_counts_as_deleted() {
+        let mut tree = listed();
+        let mut woken = tree.note(&Event::Init);
+        for a in [
+            agency("xa", Some("huyen-1"), 1),
+            agency("huyen-1", Some("tinh"), 1),
+            agency("tinh", Some("bo"), 1),
+            agency("bo", None, 1),
+        ] {
+            woken.extend(tree.note(&Event::InitApply(a)));
+        }
+        woken.extend(tree.note(&Event::InitDone));
+        assert_eq!(names(woken), ["tinh"]);
+        assert_eq!(tree.children("tinh"), ["huyen-1"]);
+    }
+
+    #[test]
+    fn a_cycle_does_not_hang() {
+        let mut tree = listed();
+        tree.note(&Event::Apply(agency("bo", Some("xa"), 2)));
+        let woken = tree.note(&Event::Apply(agency("tinh", Some("bo"), 3)));
+        assert!(woken.contains("xa"));
+    }
+
+    #[test]
+    fn the_cache_keeps_a_hash_of_the_status_it_writes() {
+        let mut a = agency("tinh", None, 1);
+        let own = AgencyStatus {
+            observed_generation: Some(1),
+            namespaces: vec!["tinh-prod".to_owned()],
+            children: 2,
+            ..AgencyStatus::default()
+        };
+        let mut with_cost = own.clone();
+        with_cost.conditions.push(condition(
+            govbroker_domain::billing::BUDGET_CONDITION,
+            true,
+            "Crossed",
+            "80%",
+        ));
+        a.status = Some(with_cost);
+        trim(&mut a);
+        assert_eq!(
+            a.annotations().get(CACHED_STATUS_HASH),
+            Some(&status_hash(&own)),
+            "the collector's condition is not part of the hash"
+        );
+        let kept = a.status.expect("status kept");
+        assert!(kept.namespaces.is_empty() && kept.children == 0);
+        assert_eq!(kept.conditions.len(), 1, "conditions are kept");
+    }
 }

@@ -21,8 +21,7 @@ pub mod workload;
 use std::sync::Arc;
 
 use govbroker_crds::Agency;
-use kube::Api;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -45,11 +44,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
     // The agency controller's cache of every Agency is shared with the webhook; it fills
     // once the agency controller runs. Nothing else may wait on it: the controller does,
     // and `Store::wait_until_ready` wakes only one waiter (see `cache`).
-    let agencies = Controller::new(
-        Api::<Agency>::all(ctx.client.clone()),
-        watcher::Config::default().any_semantic(),
-    );
-    let store = agencies.store();
+    let (store, agencies) = reflector::store::<Agency>();
     tokio::select! {
         () = shutdown.cancelled() => Ok(()),
         result = async {
