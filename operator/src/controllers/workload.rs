@@ -33,7 +33,7 @@ use govbroker_domain::workload::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -111,7 +111,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
             watcher::Config::default()
                 .labels(AGENCY_LABEL)
                 .any_semantic(),
-        ),
+        )
+        // Every agency namespace is cached (12,000 at national scale): keep only the two
+        // labels read, not the managed fields and the rest.
+        .modify(|ns| {
+            ns.metadata = ObjectMeta {
+                name: ns.metadata.name.take(),
+                labels: ns.metadata.labels.take().map(|mut labels| {
+                    labels.retain(|k, _| k == AGENCY_LABEL || k == SECURITY_LEVEL_LABEL);
+                    labels
+                }),
+                ..ObjectMeta::default()
+            };
+        }),
     )
     .default_backoff()
     .touched_objects();
@@ -121,7 +133,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         watcher(
             Api::<ResourceQuota>::all(client.clone()),
             watcher::Config::default().any_semantic(),
-        ),
+        )
+        // Only the name, namespace, hard and used amounts are read.
+        .modify(|q| {
+            q.metadata = ObjectMeta {
+                name: q.metadata.name.take(),
+                namespace: q.metadata.namespace.take(),
+                ..ObjectMeta::default()
+            };
+        }),
     )
     .default_backoff()
     .touched_objects();
