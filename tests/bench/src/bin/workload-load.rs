@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use futures::{StreamExt as _, TryStreamExt as _};
-use govbroker_bench::{BENCH_LABEL, operator_binary, restart_operator, run_id};
+use govbroker_bench::{BENCH_LABEL, metric_sum_with, operator_binary, restart_operator, run_id};
 use govbroker_crds::{Agency, CpuMemory, Workload, WorkloadPhase, WorkloadResources, WorkloadSpec};
 use govbroker_domain::CASCADE_DELETE_ANNOTATION;
 use govbroker_domain::workload::deployment;
+use govbroker_e2e::{OPERATOR_HTTP_ADDR, http_get};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -43,12 +44,16 @@ Then it measures, on the fake nodes:
   operator   the same W Workloads created with the same concurrency (through the
              admission webhook), until every Workload's status says Available for its
              current generation (seen on a watch); seconds, workloads/s, and the ratio
-             operator/baseline (target <= 1.3 at 1,000 workloads over 100 agencies).
+             operator/baseline (target <= 1.3 at 1,000 workloads over 100 agencies);
+             then what the workload controller did per workload meanwhile (reconciles,
+             status writes, Deployment applies; from the operator's /metrics).
 
 Everything is deleted at the end unless --keep. Each replica requests 10m CPU and 16Mi so
 that the fake nodes' CPU is no limit; their pod capacity is (the sum of the nodes'
 allocatable pods, printed at the start): a run that needs more pods than the nodes hold
-cannot finish, and is refused. For realistic numbers use a release build of the operator
+cannot finish, and is refused (the local cloud's default is 3 nodes of 500 pods; a
+control plane started before that default keeps 750: restart it with `cargo xtask
+cluster down` and `up`). For realistic numbers use a release build of the operator
 (cargo build -p govbroker-operator --release); the debug build is used when no release
 build exists.
 
@@ -258,6 +263,51 @@ where
         .with_context(|| format!("timed out after {timeout:?} waiting for {what}"))?
 }
 
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat` (clock ticks
+/// of 1/100 s, as on every Linux the project runs on).
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // Fields after the command (which may hold spaces) in parentheses: state is field 3,
+    // utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').context("no command in stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("short stat")?
+            .parse::<u64>()
+            .context("a tick count")? as f64)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// What the workload controller has done so far: reconciles, status writes, Deployment
+/// applies (from the operator's `/metrics`).
+fn controller_counts() -> Result<[f64; 3]> {
+    let (code, text) = http_get(OPERATOR_HTTP_ADDR, "/metrics")?;
+    if code != 200 {
+        bail!("the operator's /metrics answered {code}");
+    }
+    Ok([
+        metric_sum_with(
+            &text,
+            "govbroker_reconcile_total",
+            "controller=\"workload\"",
+        ),
+        metric_sum_with(
+            &text,
+            "govbroker_kube_writes_total",
+            "controller=\"workload\",kind=\"Workload\"",
+        ),
+        metric_sum_with(
+            &text,
+            "govbroker_kube_writes_total",
+            "controller=\"workload\",kind=\"Deployment\"",
+        ),
+    ])
+}
+
 async fn delete_agencies(client: &Client, selector: &str) -> Result<()> {
     let api = Api::<Agency>::all(client.clone());
     let list = api.list(&ListParams::default().labels(selector)).await?;
@@ -313,7 +363,7 @@ async fn run(args: Args) -> Result<()> {
 
     let (binary, kind) = operator_binary(args.operator.clone())?;
     println!("operator: {} ({kind})", binary.display());
-    restart_operator(cluster, &binary).await?;
+    let operator = restart_operator(cluster, &binary).await?;
 
     // Agencies (not measured).
     let started = Instant::now();
@@ -368,6 +418,7 @@ async fn run(args: Args) -> Result<()> {
             .collect();
         let start = Instant::now();
         create_all(deployments, args.concurrency).await?;
+        let created = start.elapsed();
         let replicas = args.replicas;
         wait_all(
             Api::<Deployment>::all(client.clone()),
@@ -386,10 +437,11 @@ async fn run(args: Args) -> Result<()> {
         .await?;
         let took = start.elapsed();
         println!(
-            "baseline: {} Deployments available in {:.1}s ({:.1}/s)",
+            "baseline: {} Deployments available in {:.1}s ({:.1}/s; creating them took {:.1}s)",
             items.len(),
             took.as_secs_f64(),
-            items.len() as f64 / took.as_secs_f64()
+            items.len() as f64 / took.as_secs_f64(),
+            created.as_secs_f64()
         );
         baseline = Some(took);
         // Clear them (and wait for their pods) so the workloads start from the same place.
@@ -424,6 +476,8 @@ async fn run(args: Args) -> Result<()> {
         }
     }
 
+    let counts_before = controller_counts()?;
+    let cpu_before = cpu_seconds(operator)?;
     let start = Instant::now();
     create_all(
         items
@@ -462,6 +516,19 @@ async fn run(args: Args) -> Result<()> {
             took.as_secs_f64() / baseline.as_secs_f64()
         );
     }
+    let counts_after = controller_counts()?;
+    let cpu = cpu_seconds(operator)? - cpu_before;
+    println!(
+        "operator CPU meanwhile: {cpu:.1} s ({:.1} ms per workload)",
+        cpu * 1000.0 / items.len() as f64
+    );
+    let per = |i: usize| (counts_after[i] - counts_before[i]) / items.len() as f64;
+    println!(
+        "per workload: {:.2} reconciles, {:.2} status writes, {:.2} Deployment applies",
+        per(0),
+        per(1),
+        per(2)
+    );
 
     if args.keep {
         println!("keeping everything labelled {selector}");
