@@ -6,18 +6,20 @@
 
 use std::collections::BTreeMap;
 
+use govbroker_crds::QuotaResource;
 use govbroker_crds::{Agency, AgencyCostStatus, PriceList};
 use govbroker_domain::billing::{
     BUDGET_CONDITION, BudgetStatus, PriceSchedule, Vnd, budget_condition, budget_status,
     format_vnd, rate_month, schedule_from_price_list,
 };
 use govbroker_domain::metering::{Day, Month};
+use govbroker_domain::quantity::Amounts;
 use govbroker_ledger::usage::UsageLedger;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
-use prometheus::{IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 
 /// Field manager of the cost status.
 pub const FIELD_MANAGER: &str = "govbroker-metering";
@@ -32,6 +34,10 @@ pub struct CostGauges {
     pub month_to_date: IntGaugeVec,
     /// Month-to-date cost as a percentage of the budget.
     pub budget_percent: IntGaugeVec,
+    /// The agency's quota (`status.quota.hard`) per resource, in base units.
+    pub quota_hard: GaugeVec,
+    /// What the agency's namespaces request now (`status.quota.used`) per resource.
+    pub quota_used: GaugeVec,
 }
 
 impl CostGauges {
@@ -53,13 +59,61 @@ impl CostGauges {
             &["agency"],
         )
         .expect("metric");
+        let quota = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["agency", "resource"]).expect("metric")
+        };
+        let quota_hard = quota(
+            "govbroker_agency_quota_hard",
+            "An agency's quota per resource (cores, bytes or a count), from its status",
+        );
+        let quota_used = quota(
+            "govbroker_agency_quota_used",
+            "What an agency's namespaces request now per resource (cores, bytes or a count)",
+        );
         let _ = registry.register(Box::new(month_to_date.clone()));
         let _ = registry.register(Box::new(budget_percent.clone()));
+        let _ = registry.register(Box::new(quota_hard.clone()));
+        let _ = registry.register(Box::new(quota_used.clone()));
         CostGauges {
             month_to_date,
             budget_percent,
+            quota_hard,
+            quota_used,
         }
     }
+
+    /// Sets the quota gauges of `agency` from its status (a resource without a quota
+    /// has no series).
+    pub fn set_quota(&self, agency: &Agency) {
+        let name = agency.name_any();
+        for (resource, hard, used) in quota_samples(agency) {
+            if let Some(hard) = hard {
+                self.quota_hard
+                    .with_label_values(&[&name, resource.field()])
+                    .set(hard);
+            }
+            self.quota_used
+                .with_label_values(&[&name, resource.field()])
+                .set(used);
+        }
+    }
+}
+
+/// An agency's quota per resource from its status: (resource, hard, used) in base units
+/// (cores, bytes, counts), for the resources it has a quota or a usage for. Gauges are
+/// floats; quota values are far from money, and a core is 1000 milli-cores exactly.
+pub fn quota_samples(agency: &Agency) -> Vec<(QuotaResource, Option<f64>, f64)> {
+    let Some(quota) = agency.status.as_ref().and_then(|s| s.quota.as_ref()) else {
+        return Vec::new();
+    };
+    let hard = Amounts::from_spec_lenient(&quota.hard);
+    let used = Amounts::from_spec_lenient(&quota.used);
+    let base = |a: govbroker_domain::quantity::Amount| a.milli() as f64 / 1000.0;
+    QuotaResource::ALL
+        .into_iter()
+        .filter(|r| hard.contains(*r) || used.contains(*r))
+        .map(|r| (r, hard.get_opt(r).map(base), base(used.get(r))))
+        .collect()
 }
 
 /// The thresholds reached now that were not reached before (same month).
@@ -151,6 +205,7 @@ pub async fn update_all(
         let page = agencies.list(&params).await?;
         for agency in &page.items {
             let name = agency.name_any();
+            gauges.set_quota(agency);
             let list_name = agency
                 .spec
                 .price_list
@@ -265,6 +320,28 @@ mod tests {
                 "budget": budget.map(|b| serde_json::json!({"monthlyVnd": b}))}
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn quota_samples_are_in_base_units() {
+        let mut a = agency(None);
+        assert!(quota_samples(&a).is_empty());
+        a.status = Some(
+            serde_json::from_value(serde_json::json!({
+                "quota": {"hard": {"cpu": "2", "memory": "1Gi", "pods": "10"},
+                          "used": {"cpu": "500m", "memory": "256Mi"}}
+            }))
+            .unwrap(),
+        );
+        let samples = quota_samples(&a);
+        assert_eq!(
+            samples,
+            vec![
+                (QuotaResource::Cpu, Some(2.0), 0.5),
+                (QuotaResource::Memory, Some(1_073_741_824.0), 268_435_456.0),
+                (QuotaResource::Pods, Some(10.0), 0.0),
+            ]
+        );
     }
 
     #[test]

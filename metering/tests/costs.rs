@@ -1,7 +1,8 @@
 //! Month-to-date cost and budgets on the real control plane: the collector's cost pass
 //! writes `Agency.status.cost`, the `BudgetThreshold` condition and one `BudgetThreshold`
 //! Event per threshold; an enforced, spent budget refuses new workloads and scale-ups
-//! at the operator's admission webhook until a platform admin raises it.
+//! at the operator's admission webhook until a platform admin raises it; the collector's
+//! `/metrics` shows each agency's quota, cost and budget used.
 //!
 //! Run under the shared lock: `flock /tmp/govbroker-cluster.lock cargo test -p
 //! govbroker-metering --test costs`.
@@ -20,6 +21,7 @@ use govbroker_metering::costs;
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn budgets_are_tracked_in_the_agency_status() {
@@ -135,6 +137,15 @@ async fn budgets_are_tracked_in_the_agency_status() {
         result
     })
     .await;
+}
+
+/// The value of the first sample of `metric` whose labels contain every one of `labels`.
+fn sample(exposition: &str, metric: &str, labels: &[&str]) -> Option<f64> {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 /// Writes `vcpu_hours` of CPU today for `agency` into the ledger under `prefix`.
@@ -257,6 +268,53 @@ async fn an_enforced_budget_refuses_new_workloads_and_scale_ups_until_raised() {
             let metrics = Metrics::new();
             let recorder = costs::recorder(&t.client, "test");
             costs::update_all(&t.client, &ledger, &metrics.costs, &recorder).await?;
+
+            // Scraped from the collector's /metrics: the quota per resource, the cost
+            // and the budget used.
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            let serving = CancellationToken::new();
+            let server = tokio::spawn(metrics.clone().serve(addr, serving.clone()));
+            let exposition = eventually("the collector's metrics", DEFAULT_TIMEOUT, || async {
+                // A blocking GET: off the test's one runtime thread, which serves it.
+                let got = tokio::task::spawn_blocking(move || {
+                    govbroker_e2e::http_get(&addr.to_string(), "/metrics")
+                })
+                .await?;
+                Ok(got
+                    .ok()
+                    .filter(|(code, _)| *code == 200)
+                    .map(|(_, body)| body))
+            })
+            .await?;
+            serving.cancel();
+            let _ = server.await;
+            let agency_label = format!("agency=\"{name}\"");
+            for (metric, labels, want) in [
+                ("govbroker_agency_quota_hard", "resource=\"cpu\"", 4.0),
+                (
+                    "govbroker_agency_quota_hard",
+                    "resource=\"memory\"",
+                    4.0 * 1024f64.powi(3),
+                ),
+                ("govbroker_agency_quota_hard", "resource=\"pods\"", 20.0),
+                ("govbroker_agency_month_to_date_cost_vnd", "", 6000.0),
+                ("govbroker_agency_budget_used_percent", "", 120.0),
+            ] {
+                let got = sample(&exposition, metric, &[&agency_label, labels]);
+                ensure!(
+                    got == Some(want),
+                    "{metric}{{{labels}}} = {got:?}, want {want}:\n{exposition}"
+                );
+            }
+            ensure!(
+                sample(
+                    &exposition,
+                    "govbroker_agency_quota_used",
+                    &[&agency_label, "resource=\"cpu\""]
+                )
+                .is_some(),
+                "no quota used series:\n{exposition}"
+            );
 
             // The webhook reads the cost from its agency cache: wait until it refuses.
             let message = eventually(
