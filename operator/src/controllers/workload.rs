@@ -134,13 +134,17 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
             Api::<ResourceQuota>::all(client.clone()),
             watcher::Config::default().any_semantic(),
         )
-        // Only the name, namespace, hard and used amounts are read.
+        // Only the name, namespace, hard and used amounts are read; the spec's hard only
+        // until the quota controller has copied it into the status.
         .modify(|q| {
             q.metadata = ObjectMeta {
                 name: q.metadata.name.take(),
                 namespace: q.metadata.namespace.take(),
                 ..ObjectMeta::default()
             };
+            if q.status.as_ref().is_some_and(|s| s.hard.is_some()) {
+                q.spec = None;
+            }
         }),
     )
     .default_backoff()
