@@ -9,14 +9,13 @@ use govbroker_crds::{
     ROTATE_PASSWORD_ANNOTATION,
 };
 use govbroker_domain::data_services::{drop_instance, instance_names};
-use govbroker_e2e::data_services::{ServerAdmin, agency_for_claims, redis_connection_info};
+use govbroker_e2e::data_services::{admin_secret, agency_for_claims, redis_connection_info};
 use govbroker_e2e::{
     DEFAULT_TIMEOUT, TEST_LABEL, TestEnv, eventually, operator, scenario, unique_name, wait_for,
 };
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::wait::conditions;
 use kube::{Api, ResourceExt as _};
 use serde_json::json;
@@ -25,35 +24,6 @@ use tokio_postgres::{Client, Config, NoTls};
 
 fn start() {
     operator(env!("CARGO_BIN_EXE_govbroker-operator"));
-}
-
-/// The admin Secret of a class, in the test namespace.
-async fn admin_secret(t: &TestEnv, name: &str, admin: &ServerAdmin) -> Result<()> {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        data: Some(
-            [
-                (
-                    "username".to_owned(),
-                    ByteString(admin.user.clone().into_bytes()),
-                ),
-                (
-                    "password".to_owned(),
-                    ByteString(admin.password.clone().into_bytes()),
-                ),
-            ]
-            .into(),
-        ),
-        ..Default::default()
-    };
-    t.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .context("creating the admin Secret")?;
-    Ok(())
 }
 
 /// A class for the local server on `port`, labelled for the test, with one plan `nho`.

@@ -183,23 +183,15 @@ pub async fn agency_for_claims(
     Ok((name, namespace))
 }
 
-/// Creates a DataServiceClass for the local cloud's server of `engine` (`postgres` or
-/// `redis`), without TLS, with one plan `nho` and no limits, its admin Secret
-/// `<engine>-admin` in the test namespace; labelled for the test. Returns its name; the
-/// caller deletes it with [`delete_local_class`] once its claims are gone.
-pub async fn local_class(t: &super::TestEnv, engine: &str) -> Result<String> {
+/// Stores `admin`'s credentials as the Secret `name` (keys `username`, `password`) in
+/// the test's namespace, where a class's `adminSecretRef` can point.
+pub async fn admin_secret(t: &super::TestEnv, name: &str, admin: &ServerAdmin) -> Result<()> {
     use k8s_openapi::ByteString;
     use k8s_openapi::api::core::v1::Secret;
     use kube::api::PostParams;
-    let admin = match engine {
-        "postgres" => t.cluster.postgres_admin()?,
-        "redis" => t.cluster.redis_admin()?,
-        other => bail!("no local server for engine {other:?}"),
-    };
-    let secret_name = format!("{engine}-admin");
     let secret = Secret {
         metadata: kube::api::ObjectMeta {
-            name: Some(secret_name.clone()),
+            name: Some(name.to_owned()),
             ..Default::default()
         },
         data: Some(
@@ -221,6 +213,21 @@ pub async fn local_class(t: &super::TestEnv, engine: &str) -> Result<String> {
         .create(&PostParams::default(), &secret)
         .await
         .context("creating the admin Secret")?;
+    Ok(())
+}
+
+/// Creates a DataServiceClass for the local cloud's server of `engine` (`postgres` or
+/// `redis`), without TLS, with one plan `nho` and no limits, its admin Secret
+/// `<engine>-admin` in the test namespace; labelled for the test. Returns its name; the
+/// caller deletes it with [`delete_local_class`] once its claims are gone.
+pub async fn local_class(t: &super::TestEnv, engine: &str) -> Result<String> {
+    let admin = match engine {
+        "postgres" => t.cluster.postgres_admin()?,
+        "redis" => t.cluster.redis_admin()?,
+        other => bail!("no local server for engine {other:?}"),
+    };
+    let secret_name = format!("{engine}-admin");
+    admin_secret(t, &secret_name, &admin).await?;
     let name = super::unique_name(&format!("e2e-{engine}"));
     let class: govbroker_crds::DataServiceClass = serde_json::from_value(serde_json::json!({
         "apiVersion": "govbroker.io/v1alpha1",
@@ -238,7 +245,7 @@ pub async fn local_class(t: &super::TestEnv, engine: &str) -> Result<String> {
         },
     }))?;
     kube::Api::<govbroker_crds::DataServiceClass>::all(t.client.clone())
-        .create(&PostParams::default(), &class)
+        .create(&kube::api::PostParams::default(), &class)
         .await
         .context("creating the class")?;
     Ok(name)
