@@ -5,7 +5,8 @@
 //! nodes (the fake kubelet makes them Running; binding directly skips the scheduler so
 //! the count is not limited by the fake nodes' capacity), starts the collector binary
 //! with a ledger prefix of its own, then deletes and re-creates pods at `--churn` per
-//! second for `--seconds`. Prints the collector's CPU (from /proc, user + system) and
+//! second for `--seconds`: paced by a timer, each request in its own task (at most
+//! `--parallel` in flight), so the rate does not depend on one request's latency. Prints the collector's CPU (from /proc, user + system) and
 //! peak resident memory over the churn, and the ledger etcd's revisions per second
 //! (each collector transaction is one revision; other writers to the ledger during the
 //! run would add to it). Deletes everything it made at the end.
@@ -17,8 +18,10 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::process::{Child, Command};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -28,6 +31,7 @@ use govbroker_domain::isolation::{AGENCY_LABEL, ENVIRONMENT_LABEL};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
+use tokio::sync::Semaphore;
 
 /// Pod churn against the metering collector.
 #[derive(Debug, Parser)]
@@ -87,6 +91,15 @@ async fn ledger_revision() -> Result<i64> {
 
 async fn etcd_client_connect() -> Result<etcd_client::Client> {
     Ok(etcd_client::Client::connect([govbroker_e2e::api::LEDGER_ENDPOINT], None).await?)
+}
+
+/// Counts one churn request as done (it succeeded) or failed.
+fn count(ok: bool, done: &AtomicUsize, failed: &AtomicUsize) {
+    if ok {
+        done.fetch_add(1, Ordering::Relaxed);
+    } else {
+        failed.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 struct Collector(Child);
@@ -185,57 +198,80 @@ async fn main() -> Result<()> {
     );
     tokio::time::sleep(Duration::from_secs(args.flush_seconds + 5)).await;
 
-    // Churn: each second, stop churn/2 pods and start churn/2 new ones.
+    // Churn: one stop and one start every 2/churn seconds, each request its own task
+    // (at most --parallel in flight), so the rate holds while the API server takes
+    // longer than the interval to answer one request.
     let (cpu0, _) = usage(pid)?;
     let rev0 = ledger_revision().await?;
     let churn_start = Instant::now();
     let mut peak_rss = 0u64;
-    let mut ops = 0usize;
-    for second in 0..args.seconds {
-        let tick = Instant::now();
-        let half = (args.churn / 2).max(1);
-        let victims: Vec<(usize, (String, String))> = live
-            .iter()
-            .take(half)
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        let mut work = Vec::new();
-        for (k, (ns, name)) in victims {
-            live.remove(&k);
+    let done = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let slots = Arc::new(Semaphore::new(args.parallel));
+    let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut live: VecDeque<(String, String)> = live.into_values().collect();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(2.0 / args.churn.max(1) as f64));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut last_sample = Instant::now();
+    let mut behind_reported = 0;
+    while churn_start.elapsed() < Duration::from_secs(args.seconds) {
+        ticks.tick().await;
+        while let Ok(pod) = started_rx.try_recv() {
+            live.push_back(pod);
+        }
+        if let Some((ns, name)) = live.pop_front() {
             let api = Api::<Pod>::namespaced(client.clone(), &ns);
-            work.push(tokio::spawn(async move {
-                let _ = api
+            let permit = slots.clone().acquire_owned().await?;
+            let (d, f) = (done.clone(), failed.clone());
+            tasks.spawn(async move {
+                let result = api
                     .delete(&name, &DeleteParams::default().grace_period(0))
                     .await;
-            }));
+                count(result.is_ok(), &d, &f);
+                drop(permit);
+            });
         }
-        for _ in 0..half {
-            let (i, ns, name, ok) = create(next).await;
-            next += 1;
+        let permit = slots.clone().acquire_owned().await?;
+        let job = create(next);
+        next += 1;
+        let (d, f, tx) = (done.clone(), failed.clone(), started_tx.clone());
+        tasks.spawn(async move {
+            let (_, ns, name, ok) = job.await;
+            count(ok, &d, &f);
             if ok {
-                live.insert(i, (ns, name));
+                let _ = tx.send((ns, name));
+            }
+            drop(permit);
+        });
+        while tasks.try_join_next().is_some() {}
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            last_sample = Instant::now();
+            peak_rss = peak_rss.max(usage(pid)?.1);
+            let second = churn_start.elapsed().as_secs();
+            let want = (second as usize) * args.churn;
+            let got = done.load(Ordering::Relaxed);
+            if second >= behind_reported + 10 && got + args.churn < want {
+                behind_reported = second;
+                eprintln!("second {second}: {got} requests done of {want} (behind)");
             }
         }
-        for w in work {
-            let _ = w.await;
-        }
-        ops += 2 * half;
-        peak_rss = peak_rss.max(usage(pid)?.1);
-        let spent = tick.elapsed();
-        if spent < Duration::from_secs(1) {
-            tokio::time::sleep(Duration::from_secs(1) - spent).await;
-        } else if second % 10 == 0 {
-            eprintln!("second {second}: churn took {spent:.1?} (behind)");
-        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let ops = done.load(Ordering::Relaxed);
+    while let Ok(pod) = started_rx.try_recv() {
+        live.push_back(pod);
     }
     let elapsed = churn_start.elapsed().as_secs_f64();
     let (cpu1, rss) = usage(pid)?;
     let rev1 = ledger_revision().await?;
     println!(
-        "churn: {} pods in {} agency namespaces, {:.1} starts+stops/s for {elapsed:.0} s (flush every {} s)",
+        "churn: {} pods in {} agency namespaces, {:.1} starts+stops/s for {elapsed:.0} s (asked {}; {} requests failed; flush every {} s)",
         live.len(),
         namespaces.len(),
         ops as f64 / elapsed,
+        args.churn,
+        failed.load(Ordering::Relaxed),
         args.flush_seconds
     );
     println!(
