@@ -116,6 +116,9 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = govbroker_e2e::cluster();
+    // The collector watches DataServiceClaims too: without their CRD it would retry the
+    // failing list every second, which would count in its CPU.
+    cluster.install_crds()?;
     let client = cluster.admin().await?;
     let run = format!("{:x}", std::process::id());
     let nodes: Vec<String> = Api::<Node>::all(client.clone())
