@@ -36,15 +36,8 @@ async fn a_databases_measured_size_is_billed_as_storage() {
         let class = local_class(&t, "postgres").await?;
         let result = claim_storage(&t, &class, &prefix).await;
         delete_local_class(&t, &class).await;
-        if let Ok(mut etcd) =
-            etcd_client::Client::connect([govbroker_e2e::api::LEDGER_ENDPOINT], None).await
-        {
-            let _ = etcd
-                .delete(
-                    format!("{cleanup}/"),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                )
-                .await;
+        if let Err(e) = govbroker_e2e::api::clear_ledger(&cleanup) {
+            eprintln!("could not delete the test's ledger keys under {cleanup}/: {e:#}");
         }
         result
     })

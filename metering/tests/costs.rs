@@ -35,16 +35,7 @@ async fn budgets_are_tracked_in_the_agency_status() {
     govbroker_e2e::operator(operator.to_str().expect("a UTF-8 path"));
     scenario("metering-costs", |t| async move {
         let name = unique_name("so-tai-chinh");
-        let prices = unique_name("gia");
-        let lists = Api::<PriceList>::all(t.client.clone());
-        let pl: PriceList = serde_json::from_value(serde_json::json!({
-            "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
-            "metadata": {"name": prices},
-            "spec": {"revisions": [{"revision": 1, "reason": "thử", "rates": [
-                {"effectiveFrom": "2020-01-01", "cpuPerVcpuHour": "1000",
-                 "memoryPerGibHour": "0", "storagePerGibMonth": "0"}]}]}
-        }))?;
-        lists.create(&PostParams::default(), &pl).await?;
+        let prices = price_list(&t.client).await?;
         let result = async {
             let mut agency: Agency = serde_json::from_value(serde_json::json!({
                 "apiVersion": "govbroker.io/v1alpha1", "kind": "Agency",
@@ -123,20 +114,36 @@ async fn budgets_are_tracked_in_the_agency_status() {
             anyhow::Ok(())
         }
         .await;
-        let _ = lists.delete(&prices, &DeleteParams::default()).await;
-        if let Ok(mut etcd) =
-            etcd_client::Client::connect([govbroker_e2e::api::LEDGER_ENDPOINT], None).await
-        {
-            let _ = etcd
-                .delete(
-                    format!("{prefix}/"),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                )
-                .await;
-        }
+        cleanup(&t.client, &prices, &prefix).await;
         result
     })
     .await;
+}
+
+/// A PriceList of its own for a test: 1.000 ₫ per vCPU-hour, nothing else priced.
+async fn price_list(client: &kube::Client) -> anyhow::Result<String> {
+    let name = unique_name("gia");
+    let pl: PriceList = serde_json::from_value(serde_json::json!({
+        "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
+        "metadata": {"name": name},
+        "spec": {"revisions": [{"revision": 1, "reason": "thử", "rates": [
+            {"effectiveFrom": "2020-01-01", "cpuPerVcpuHour": "1000",
+             "memoryPerGibHour": "0", "storagePerGibMonth": "0"}]}]}
+    }))?;
+    Api::<PriceList>::all(client.clone())
+        .create(&PostParams::default(), &pl)
+        .await?;
+    Ok(name)
+}
+
+/// Deletes a test's PriceList and its ledger keys.
+async fn cleanup(client: &kube::Client, prices: &str, prefix: &str) {
+    let _ = Api::<PriceList>::all(client.clone())
+        .delete(prices, &DeleteParams::default())
+        .await;
+    if let Err(e) = govbroker_e2e::api::clear_ledger(prefix) {
+        eprintln!("could not delete the test's ledger keys under {prefix}/: {e:#}");
+    }
 }
 
 /// The value of the first sample of `metric` whose labels contain every one of `labels`.
@@ -216,16 +223,7 @@ async fn an_enforced_budget_refuses_new_workloads_and_scale_ups_until_raised() {
     govbroker_e2e::operator(operator.to_str().expect("a UTF-8 path"));
     scenario("metering-budget-enforced", |t| async move {
         let name = unique_name("so-ke-hoach");
-        let prices = unique_name("gia");
-        let lists = Api::<PriceList>::all(t.client.clone());
-        let pl: PriceList = serde_json::from_value(serde_json::json!({
-            "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
-            "metadata": {"name": prices},
-            "spec": {"revisions": [{"revision": 1, "reason": "thử", "rates": [
-                {"effectiveFrom": "2020-01-01", "cpuPerVcpuHour": "1000",
-                 "memoryPerGibHour": "0", "storagePerGibMonth": "0"}]}]}
-        }))?;
-        lists.create(&PostParams::default(), &pl).await?;
+        let prices = price_list(&t.client).await?;
         let result = async {
             let quota =
                 serde_json::json!({"cpu": "4", "memory": "4Gi", "pods": "20", "services": "5"});
@@ -416,17 +414,7 @@ async fn an_enforced_budget_refuses_new_workloads_and_scale_ups_until_raised() {
             anyhow::Ok(())
         }
         .await;
-        let _ = lists.delete(&prices, &DeleteParams::default()).await;
-        if let Ok(mut etcd) =
-            etcd_client::Client::connect([govbroker_e2e::api::LEDGER_ENDPOINT], None).await
-        {
-            let _ = etcd
-                .delete(
-                    format!("{prefix}/"),
-                    Some(etcd_client::DeleteOptions::new().with_prefix()),
-                )
-                .await;
-        }
+        cleanup(&t.client, &prices, &prefix).await;
         result
     })
     .await;

@@ -144,7 +144,7 @@ pub const LEDGER_ENDPOINT: &str = "http://127.0.0.1:12381";
 
 /// Deletes every key under `prefix` in the ledger etcd (on a thread of its own: this
 /// runs inside the tests' runtimes, which must not be blocked on).
-fn clear_ledger(prefix: &str) -> Result<()> {
+pub fn clear_ledger(prefix: &str) -> Result<()> {
     let prefix = format!("{prefix}/");
     std::thread::spawn(move || -> Result<()> {
         let runtime = tokio::runtime::Builder::new_current_thread()
