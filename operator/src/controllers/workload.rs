@@ -33,7 +33,7 @@ use govbroker_domain::workload::{
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, ResourceQuota, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -46,6 +46,7 @@ use tracing::{info, warn};
 
 use super::data_service_claim::CLAIM_LABEL;
 use crate::apply::{APPLIED_HASH_ANNOTATION, Applier, stable_hash};
+use crate::cache::Index;
 use crate::{Context, Error};
 
 /// Name of this controller in metrics and logs.
@@ -62,11 +63,60 @@ const RECHECK: Duration = Duration::from_secs(30);
 /// reconcile, and so into one status write.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 
+/// What is kept of an agency namespace: the two labels read.
+#[derive(Clone, Debug)]
+struct AgencyNamespace {
+    agency: Option<Box<str>>,
+    level: u8,
+}
+
+impl AgencyNamespace {
+    fn of(ns: &PartialObjectMeta<Namespace>) -> Self {
+        Self {
+            agency: ns.labels().get(AGENCY_LABEL).map(|a| a.as_str().into()),
+            // A namespace without a readable level gets the strictest treatment.
+            level: ns
+                .labels()
+                .get(SECURITY_LEVEL_LABEL)
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(5),
+        }
+    }
+}
+
+/// What is kept of a ResourceQuota: where it is and its hard and used amounts.
+#[derive(Clone, Debug)]
+struct QuotaAmounts {
+    namespace: Box<str>,
+    hard: Amounts,
+    used: Amounts,
+}
+
+impl QuotaAmounts {
+    fn of(rq: &ResourceQuota) -> Self {
+        let status = rq.status.as_ref();
+        // The spec's hard until the quota controller has copied it into the status.
+        let hard = status
+            .and_then(|s| s.hard.as_ref())
+            .or_else(|| rq.spec.as_ref().and_then(|s| s.hard.as_ref()));
+        Self {
+            namespace: rq.namespace().unwrap_or_default().into(),
+            hard: hard.map(Amounts::from_resource_quota).unwrap_or_default(),
+            used: status
+                .and_then(|s| s.used.as_ref())
+                .map(Amounts::from_resource_quota)
+                .unwrap_or_default(),
+        }
+    }
+}
+
 struct State {
     ctx: Arc<Context>,
     policy: ImagePolicy,
-    namespaces: Store<PartialObjectMeta<Namespace>>,
-    quotas: Store<ResourceQuota>,
+    /// Every agency namespace (12,000 at national scale), by name: its agency and level.
+    namespaces: Index<AgencyNamespace>,
+    /// Every ResourceQuota: its namespace and amounts.
+    quotas: Index<QuotaAmounts>,
     deployments: Store<Deployment>,
     services: Store<PartialObjectMeta<Service>>,
     budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
@@ -103,52 +153,26 @@ fn labelled() -> watcher::Config {
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), Error> {
     let client = ctx.client.clone();
 
-    let (namespaces, ns_writer) = reflector::store();
-    let ns_stream = reflector::reflector(
-        ns_writer,
+    // Every agency namespace and every ResourceQuota are kept as their few read values
+    // in compact indexes, not as objects (some 3.5 KiB an agency at national scale).
+    let (namespaces, ns_stream) = Index::watch(
         watcher(
             Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
             watcher::Config::default()
                 .labels(AGENCY_LABEL)
                 .any_semantic(),
         )
-        // Every agency namespace is cached (12,000 at national scale): keep only the two
-        // labels read, not the managed fields and the rest.
-        .modify(|ns| {
-            ns.metadata = ObjectMeta {
-                name: ns.metadata.name.take(),
-                labels: ns.metadata.labels.take().map(|mut labels| {
-                    labels.retain(|k, _| k == AGENCY_LABEL || k == SECURITY_LEVEL_LABEL);
-                    labels
-                }),
-                ..ObjectMeta::default()
-            };
-        }),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (quotas, rq_writer) = reflector::store();
-    let rq_stream = reflector::reflector(
-        rq_writer,
+        .default_backoff(),
+        AgencyNamespace::of,
+    );
+    let (quotas, rq_stream) = Index::watch(
         watcher(
             Api::<ResourceQuota>::all(client.clone()),
             watcher::Config::default().any_semantic(),
         )
-        // Only the name, namespace, hard and used amounts are read; the spec's hard only
-        // until the quota controller has copied it into the status.
-        .modify(|q| {
-            q.metadata = ObjectMeta {
-                name: q.metadata.name.take(),
-                namespace: q.metadata.namespace.take(),
-                ..ObjectMeta::default()
-            };
-            if q.status.as_ref().is_some_and(|s| s.hard.is_some()) {
-                q.spec = None;
-            }
-        }),
-    )
-    .default_backoff()
-    .touched_objects();
+        .default_backoff(),
+        QuotaAmounts::of,
+    );
     let (deployments, deploy_writer) = reflector::store();
     let deploy_stream = reflector::reflector(
         deploy_writer,
@@ -202,8 +226,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         );
         crate::cache::Ready::spawn(async move {
             let gone = |e: reflector::store::WriterDropped| Error::Cache(e.to_string());
-            n.wait_until_ready().await.map_err(gone)?;
-            q.wait_until_ready().await.map_err(gone)?;
+            n.wait_until_ready().await?;
+            q.wait_until_ready().await?;
             d.wait_until_ready().await.map_err(gone)?;
             s.wait_until_ready().await.map_err(gone)?;
             b.wait_until_ready().await.map_err(gone)?;
@@ -445,18 +469,13 @@ fn decide(
 ) -> Result<Result<Target, Blocked>, Error> {
     let namespace = w.namespace().unwrap_or_default();
     let spec = &w.spec;
-    let Some(ns) = state.namespaces.get(&ObjectRef::new(&namespace)) else {
+    let Some(ns) = state.namespaces.get(None, &namespace) else {
         return Ok(Err(Blocked::NotAgencyNamespace(format!(
             "namespace \"{namespace}\" belongs to no agency: Workloads run in an agency's namespace (<agency>-<environment>)"
         ))));
     };
-    let agency = ns.labels().get(AGENCY_LABEL).cloned();
-    // A namespace without a readable level gets the strictest treatment.
-    let level: u8 = ns
-        .labels()
-        .get(SECURITY_LEVEL_LABEL)
-        .and_then(|l| l.parse().ok())
-        .unwrap_or(5);
+    let agency = ns.agency.map(String::from);
+    let level = ns.level;
 
     let problems = domain::validate(spec);
     if !problems.is_empty() {
@@ -508,21 +527,8 @@ fn decide(
     };
     let grows = want.iter().any(|(r, a)| a > applied.get(r));
     if grows {
-        for rq in state
-            .quotas
-            .state()
-            .iter()
-            .filter(|q| q.namespace().as_deref() == Some(namespace.as_str()))
-        {
-            let status = rq.status.clone().unwrap_or_default();
-            let hard = Amounts::from_resource_quota(
-                &status
-                    .hard
-                    .or_else(|| rq.spec.as_ref().and_then(|s| s.hard.clone()))
-                    .unwrap_or_default(),
-            );
-            let used = Amounts::from_resource_quota(&status.used.unwrap_or_default());
-            let room = room_for_workload(&hard, &used, &held);
+        for rq in state.quotas.filter(|q| *q.namespace == *namespace) {
+            let room = room_for_workload(&rq.hard, &rq.used, &held);
             if let Err(exceeded) = check_quota(&each, effective_replicas(spec), has_service, &room)
             {
                 return Ok(Err(Blocked::Quota(exceeded)));
