@@ -183,7 +183,13 @@ const RECENT_TTL: Duration = Duration::from_secs(30);
 
 impl Recent {
     /// Remembers an admitted create or update (`Some`) or delete (`None`) of `name`.
-    pub fn remember(&self, name: &str, agency: Option<Agency>) {
+    pub fn remember(&self, name: &str, mut agency: Option<Agency>) {
+        // Only the spec and the name are read back; the managed fields are most of the
+        // object and some 750 agencies are remembered at once while a national tree is
+        // created.
+        if let Some(a) = &mut agency {
+            a.metadata.managed_fields = None;
+        }
         let mut map = self
             .0
             .lock()
