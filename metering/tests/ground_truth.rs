@@ -87,6 +87,44 @@ async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<i64> {
     Ok(seconds(ts) - pod.metadata.deletion_grace_period_seconds.unwrap_or(0))
 }
 
+/// Deletes the Deployment `cong-dich-vu` and returns when deletion of its pod `name` was
+/// asked for (the garbage collector asks once the ReplicaSet is gone). Deleting the pod
+/// itself would let the ReplicaSet start a replacement, whose seconds the Deployment
+/// would rightly be billed for. The pod is watched from before the deletion, so its
+/// deletion timestamp is seen however quickly the fake node finishes it.
+async fn delete_with_deployment(
+    pods: &Api<Pod>,
+    deployments: &Api<Deployment>,
+    name: &str,
+) -> Result<i64> {
+    use futures::StreamExt as _;
+    use kube::runtime::watcher;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = std::pin::pin!(watcher(pods.clone(), config));
+    let mut deleting = false;
+    tokio::time::timeout(DEFAULT_TIMEOUT, async {
+        while let Some(event) = events.next().await {
+            let pod = match event? {
+                watcher::Event::InitDone if !deleting => {
+                    deployments
+                        .delete("cong-dich-vu", &DeleteParams::background())
+                        .await?;
+                    deleting = true;
+                    continue;
+                }
+                watcher::Event::Apply(pod) | watcher::Event::Delete(pod) => pod,
+                _ => continue,
+            };
+            if let Some(ts) = &pod.metadata.deletion_timestamp {
+                return Ok(seconds(ts) - pod.metadata.deletion_grace_period_seconds.unwrap_or(0));
+            }
+        }
+        anyhow::bail!("the watch of pod {name} ended")
+    })
+    .await
+    .context("waiting for the Deployment's pod to be deleted")?
+}
+
 fn pod(name: &str, cpu: &str, memory: &str) -> Result<Pod> {
     Ok(serde_json::from_value(serde_json::json!({
         "metadata": {"name": name},
@@ -242,10 +280,7 @@ async fn ground_truth(env: TestEnv, prefix: &str) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let b_started_after = now();
     // Then the deployment's pod and the volume go.
-    let deployment_end = delete_pod(&pods, &deployment_pod).await?;
-    deployments
-        .delete("cong-dich-vu", &DeleteParams::background())
-        .await?;
+    let deployment_end = delete_with_deployment(&pods, &deployments, &deployment_pod).await?;
     let deleting = pvcs.delete("du-lieu", &DeleteParams::default()).await?;
     let pvc_end = seconds(
         deleting
