@@ -155,19 +155,7 @@ pub struct ExportArgs {
 
 /// Writes whole đồng the Vietnamese way: `1.234.567 ₫`.
 pub fn vnd(amount: i64) -> String {
-    let digits = amount.unsigned_abs().to_string();
-    let mut out = String::new();
-    if amount < 0 {
-        out.push('-');
-    }
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push('.');
-        }
-        out.push(c);
-    }
-    out.push_str(" ₫");
-    out
+    govbroker_domain::billing::format_vnd(govbroker_domain::billing::Vnd(amount))
 }
 
 /// The bill as a table, with its totals.
