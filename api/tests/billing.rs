@@ -542,3 +542,119 @@ async fn usage_is_read_and_past_months_are_re_rated_by_admins_keeping_earlier_bi
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_past_month_keeps_the_price_list_revision_in_force_when_it_ended() {
+    support::server();
+    scenario("api-billing-revision-in-force", |t| async move {
+        let id = unique_name("v");
+        let owner = format!("owner-{id}");
+        let name = unique_name("so-tc");
+        let prices = unique_name("gia");
+        let revision = |n: i32, adopted: &str, cpu: &str| {
+            serde_json::json!({"revision": n, "reason": format!("Quyết định {n}"),
+                "adoptedOn": adopted,
+                "rates": [{"effectiveFrom": "2026-01-01", "cpuPerVcpuHour": cpu,
+                           "memoryPerGibHour": "96", "storagePerGibMonth": "2976"}]})
+        };
+        let price_list: PriceList = serde_json::from_value(serde_json::json!({
+            "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
+            "metadata": {"name": prices},
+            "spec": {"revisions": [revision(1, "2026-01-01", "720")]}
+        }))?;
+        let lists = Api::<PriceList>::all(t.client.clone());
+        lists.create(&PostParams::default(), &price_list).await?;
+        let result = async {
+            let agencies = Api::<Agency>::all(t.client.clone());
+            let mut ag = agency(&name, AgencyLevel::Central, None, &owner, &prices);
+            label_for_test(&mut ag, &t.namespace);
+            agencies.create(&PostParams::default(), &ag).await?;
+            // One vCPU for an hour on 10 October, and on the first day of this month.
+            let this_month = Day::of(jiff::Timestamp::now().as_second()).month();
+            let first_day = this_month.first_day().to_string();
+            let mut integrator = Integrator::default();
+            usage(&mut integrator, &name, "2026-10-10", Meter::Cpu, 1000, 3600)?;
+            usage(&mut integrator, &name, &first_day, Meter::Cpu, 1000, 3600)?;
+            write_usage(integrator, &id).await?;
+
+            let c = cluster();
+            let as_finance = billing(&c.token(&format!("fin-{id}"), &[FINANCE])?).await?;
+            let get = |month: &str, revision: i32| proto::GetBillRequest {
+                agency: name.clone(),
+                month: month.to_owned(),
+                price_list_revision: revision,
+            };
+            let october = eventually(
+                "finance reads October's bill",
+                Duration::from_secs(60),
+                || {
+                    let mut client = as_finance.clone();
+                    let req = get("2026-10", 0);
+                    async move { Ok(client.get_bill(req).await.ok().map(|r| r.into_inner())) }
+                },
+            )
+            .await?;
+            ensure!(
+                october.total_vnd == 720 && october.price_list_revision == 1,
+                "{october:#?}"
+            );
+
+            // After October, the price list gets revision 2 (900 ₫ from January on),
+            // adopted on the first day of this month.
+            let mut current = lists.get(&prices).await?;
+            current
+                .spec
+                .revisions
+                .push(serde_json::from_value(revision(2, &first_day, "900"))?);
+            lists
+                .replace(&prices, &PostParams::default(), &current)
+                .await?;
+
+            // October's bill is unchanged: revision 1 was in force when it ended.
+            let october_after = as_finance
+                .clone()
+                .get_bill(get("2026-10", 0))
+                .await?
+                .into_inner();
+            ensure!(
+                october_after.total_vnd == 720 && october_after.price_list_revision == 1,
+                "{october_after:#?}"
+            );
+            let csv = as_finance
+                .clone()
+                .export_bill(proto::ExportBillRequest {
+                    agency: name.clone(),
+                    month: "2026-10".to_owned(),
+                    format: "csv".to_owned(),
+                })
+                .await?
+                .into_inner();
+            ensure!(csv.content.contains(",720,"), "{}", csv.content);
+            // Revision 2 would bill it 900 ₫: only a re-rate or a preview uses it.
+            let preview = as_finance
+                .clone()
+                .get_bill(get("2026-10", 2))
+                .await?
+                .into_inner();
+            ensure!(
+                preview.total_vnd == 900 && preview.price_list_revision == 2,
+                "{preview:#?}"
+            );
+            // This month is billed with revision 2, in force since its first day.
+            let now = as_finance
+                .clone()
+                .get_bill(get(&this_month.to_string(), 0))
+                .await?
+                .into_inner();
+            ensure!(
+                now.total_vnd == 900 && now.price_list_revision == 2,
+                "{now:#?}"
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        let _ = lists.delete(&prices, &DeleteParams::default()).await;
+        result.context("revision in force scenario")
+    })
+    .await;
+}

@@ -13,8 +13,11 @@ use serde::{Deserialize, Serialize};
 /// used. A price change announced for the 16th is a new revision whose `rates` add a
 /// set effective from the 16th; a correction of past prices (re-rating) is a new
 /// revision with the corrected sets and the reason, and the earlier revision stays for
-/// anyone checking an earlier bill. Who made each change is in the API server's audit
-/// log and the object's `managedFields`; `reason` says why.
+/// anyone checking an earlier bill. Each revision says from which day it is in force
+/// (`adoptedOn`): a month's bill is rated with the revision in force at the month's end,
+/// so a later revision never changes an earlier month's bill unless that month is
+/// re-rated on purpose. Who made each change is in the API server's audit log and the
+/// object's `managedFields`; `reason` says why.
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "govbroker.io",
@@ -41,15 +44,17 @@ pub struct PriceListSpec {
     #[schemars(length(max = 256))]
     pub display_name: Option<String>,
 
-    /// The revisions, from 1 to 32, each number once (list them oldest first). Bills use
-    /// the one with the highest number. Revisions are
-    /// append-only: add a new revision to change a price; an existing revision can never
-    /// be changed or removed.
+    /// The revisions, from 1 to 32, each number once (list them oldest first). A month's
+    /// bill uses the highest-numbered revision adopted on or before the month's last day
+    /// (see `adoptedOn`). Revisions are append-only: add a new revision to change a
+    /// price; an existing revision can never be changed or removed, and a revision added
+    /// to an existing list must say when it is adopted.
     #[schemars(
         length(min = 1, max = 32),
         extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["revision"])
     )]
     #[x_kube(validation = Rule::new("oldSelf.all(o, self.exists(n, n.revision == o.revision))").message("price list revisions cannot be removed once created: add a new revision (with a reason) instead"))]
+    #[x_kube(validation = Rule::new("self.all(n, has(n.adoptedOn) || oldSelf.exists(o, o.revision == n.revision))").message("a revision added to an existing price list needs adoptedOn (YYYY-MM-DD), the day from which it is in force, so the bills of months that ended before it keep the revision they were issued with"))]
     pub revisions: Vec<PriceListRevision>,
 }
 
@@ -69,6 +74,19 @@ pub struct PriceListRevision {
     /// correction fixes ("Quyết định 123/QĐ-BTTTT ngày 2026-10-20").
     #[schemars(length(min = 1, max = 500))]
     pub reason: String,
+
+    /// The billing day (Asia/Ho_Chi_Minh, `YYYY-MM-DD`) from which this revision is in
+    /// force: the bill of a month is rated with the highest-numbered revision adopted on
+    /// or before the month's last day, so adding a revision in December leaves
+    /// November's bill as it was issued (a past month changes only through re-rating).
+    /// A revision without it (allowed only when the price list is created) counts as in
+    /// force for every month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 10, max = 10),
+        regex(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")
+    )]
+    pub adopted_on: Option<String>,
 
     /// Rate sets, each applying from its `effectiveFrom` date until the next set's date
     /// (each date once; list them in date order).
@@ -156,7 +174,8 @@ pub struct PriceListStatus {
 }
 
 impl PriceListSpec {
-    /// The latest revision (the one bills use).
+    /// The latest revision (the highest number; the current month's bill uses it
+    /// unless it is adopted later).
     pub fn latest(&self) -> Option<&PriceListRevision> {
         self.revisions.iter().max_by_key(|r| r.revision)
     }

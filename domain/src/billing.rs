@@ -317,7 +317,8 @@ impl PriceSchedule {
     }
 }
 
-/// The schedule of a PriceList's revision (`None`: the latest, the one bills use).
+/// The schedule of a PriceList's revision (`None`: the latest; a month's bill uses
+/// [`schedule_for_month`]).
 /// Rate sets are sorted by date.
 pub fn schedule_from_price_list(
     price_list: &govbroker_crds::PriceList,
@@ -365,6 +366,49 @@ pub fn schedule_from_price_list(
         u32::try_from(chosen.revision).unwrap_or(0),
         sets,
     )
+}
+
+/// The revision of a price list that rates `month`'s bill: the highest-numbered one
+/// adopted (`adoptedOn`) on or before the month's last day, so a revision added later
+/// never changes an earlier month's bill (a past month changes only when it is re-rated
+/// on purpose). A revision without `adoptedOn` counts as in force for every month, as
+/// price lists were before revisions carried the date. When every revision was adopted
+/// after the month, the lowest-numbered one rates it: the first prices there are.
+pub fn revision_in_force(
+    price_list: &govbroker_crds::PriceList,
+    month: Month,
+) -> Result<i32, PriceError> {
+    let name = price_list.metadata.name.clone().unwrap_or_default();
+    let last_day = month.last_day();
+    let mut in_force: Option<i32> = None;
+    let mut first: Option<i32> = None;
+    for r in &price_list.spec.revisions {
+        first = Some(first.map_or(r.revision, |f| f.min(r.revision)));
+        let adopted = match &r.adopted_on {
+            None => true,
+            Some(text) => {
+                let day: Day = text.parse().map_err(|e| PriceError::Invalid {
+                    name: name.clone(),
+                    message: format!("revision {}: adoptedOn: {e}", r.revision),
+                })?;
+                day <= last_day
+            }
+        };
+        if adopted {
+            in_force = Some(in_force.map_or(r.revision, |n| n.max(r.revision)));
+        }
+    }
+    in_force.or(first).ok_or(PriceError::Empty(name))
+}
+
+/// The schedule that rates `month`'s bill when the month was never re-rated: the
+/// revision in force for it ([`revision_in_force`]).
+pub fn schedule_for_month(
+    price_list: &govbroker_crds::PriceList,
+    month: Month,
+) -> Result<PriceSchedule, PriceError> {
+    let revision = revision_in_force(price_list, month)?;
+    schedule_from_price_list(price_list, Some(revision))
 }
 
 /// The bill as CSV (RFC 4180, UTF-8, comma-separated, CRLF line ends): one row per line
@@ -1115,6 +1159,83 @@ mod tests {
         assert_eq!(json["lines"][0]["rate"], "1500");
         let back: Invoice = serde_json::from_value(json).unwrap();
         assert_eq!(back, invoice);
+    }
+
+    #[test]
+    fn a_month_is_rated_with_the_revision_in_force_at_its_end() {
+        let revision = |n: i32, adopted: Option<&str>, cpu: &str| {
+            let mut r = serde_json::json!({"revision": n, "reason": format!("Quyết định {n}"),
+                "rates": [{"effectiveFrom": "2026-01-01", "cpuPerVcpuHour": cpu,
+                           "memoryPerGibHour": "96", "storagePerGibMonth": "2976"}]});
+            if let Some(day) = adopted {
+                r["adoptedOn"] = day.into();
+            }
+            r
+        };
+        let list = |revisions: Vec<serde_json::Value>| -> govbroker_crds::PriceList {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
+                "metadata": {"name": "gia"}, "spec": {"revisions": revisions}
+            }))
+            .unwrap()
+        };
+        let month = |text: &str| text.parse::<Month>().unwrap();
+
+        // Revision 1 since January; revision 2 adopted on 20 November (in force for
+        // November, whose end it precedes); revision 3, a correction adopted on
+        // 5 December, leaves October and November as they were issued.
+        let pl = list(vec![
+            revision(1, Some("2026-01-01"), "720"),
+            revision(2, Some("2026-11-20"), "800"),
+            revision(3, Some("2026-12-05"), "900"),
+        ]);
+        assert_eq!(revision_in_force(&pl, month("2026-10")), Ok(1));
+        assert_eq!(revision_in_force(&pl, month("2026-11")), Ok(2));
+        assert_eq!(revision_in_force(&pl, month("2026-12")), Ok(3));
+        assert_eq!(revision_in_force(&pl, month("2027-06")), Ok(3));
+        let october = schedule_for_month(&pl, month("2026-10")).unwrap();
+        assert_eq!(october.revision, 1);
+        assert_eq!(
+            october
+                .rates_on(day("2026-10-10"))
+                .unwrap()
+                .cpu_per_vcpu_hour,
+            Rate::from_vnd(720)
+        );
+        // Adopted on a month's last day: in force for that month.
+        let pl = list(vec![
+            revision(1, Some("2026-01-01"), "720"),
+            revision(2, Some("2026-10-31"), "800"),
+        ]);
+        assert_eq!(revision_in_force(&pl, month("2026-10")), Ok(2));
+        assert_eq!(revision_in_force(&pl, month("2026-09")), Ok(1));
+        // Every revision adopted after the month: the first prices there are.
+        assert_eq!(revision_in_force(&pl, month("2025-06")), Ok(1));
+        // Undated revisions (lists made before the date existed) count for every
+        // month, so such a list behaves as before: the latest undated one.
+        let pl = list(vec![revision(1, None, "720"), revision(2, None, "900")]);
+        assert_eq!(revision_in_force(&pl, month("2026-10")), Ok(2));
+        let pl = list(vec![
+            revision(1, None, "720"),
+            revision(2, Some("2026-12-01"), "900"),
+        ]);
+        assert_eq!(revision_in_force(&pl, month("2026-11")), Ok(1));
+        assert_eq!(revision_in_force(&pl, month("2026-12")), Ok(2));
+        // Listed out of order: numbers decide, not positions.
+        let pl = list(vec![
+            revision(2, Some("2026-11-20"), "800"),
+            revision(1, Some("2026-01-01"), "720"),
+        ]);
+        assert_eq!(revision_in_force(&pl, month("2026-12")), Ok(2));
+        assert_eq!(revision_in_force(&pl, month("2026-10")), Ok(1));
+        // A date that is not one is refused, naming the revision.
+        let pl = list(vec![revision(1, Some("2026-02-30"), "720")]);
+        let err = revision_in_force(&pl, month("2026-10")).unwrap_err();
+        assert!(err.to_string().contains("revision 1: adoptedOn"), "{err}");
+        assert!(matches!(
+            revision_in_force(&list(vec![]), month("2026-10")),
+            Err(PriceError::Empty(_))
+        ));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The PriceList's rules, enforced by the real API server: revisions are append-only,
-//! unique, and their rates are well-formed.
+//! unique, say from which day they are in force, and their rates are well-formed.
 //!
 //! Run under the shared lock: `flock /tmp/govbroker-cluster.lock cargo test -p
 //! govbroker-metering --test price_list`.
@@ -54,15 +54,26 @@ async fn price_list_revisions_are_append_only() -> Result<()> {
         refused(
             lists
                 .patch(&name, &params, &json(serde_json::json!([{"op": "add",
-                    "path": "/spec/revisions/-", "value": {"revision": 2, "reason": "x",
+                    "path": "/spec/revisions/-", "value": {"revision": 2, "reason": "x", "adoptedOn": "2026-11-10",
                     "rates": [rates("2026-01-01", "720")]}}, {"op": "remove", "path": "/spec/revisions/0"}])))
                 .await,
             "cannot be removed",
+        )?;
+        // A new revision must say from which day it is in force (so the bills of
+        // months that ended before it keep theirs).
+        refused(
+            lists
+                .patch(&name, &params, &json(serde_json::json!([{"op": "add",
+                    "path": "/spec/revisions/-", "value": {"revision": 2, "reason": "Giá mới từ 16/11",
+                    "rates": [rates("2026-01-01", "720"), rates("2026-11-16", "800")]}}])))
+                .await,
+            "needs adoptedOn",
         )?;
         // A price change is a new revision: accepted.
         lists
             .patch(&name, &params, &json(serde_json::json!([{"op": "add",
                 "path": "/spec/revisions/-", "value": {"revision": 2, "reason": "Giá mới từ 16/11",
+                "adoptedOn": "2026-11-10",
                 "rates": [rates("2026-01-01", "720"), rates("2026-11-16", "800")]}}])))
             .await?;
         // The same revision number twice, a date twice, a malformed price: refused.
@@ -87,6 +98,7 @@ async fn price_list_revisions_are_append_only() -> Result<()> {
         let stored = lists.get(&name).await?;
         ensure!(stored.spec.revisions.len() == 2);
         ensure!(stored.spec.latest().map(|r| r.revision) == Some(2));
+        ensure!(stored.spec.revisions[1].adopted_on.as_deref() == Some("2026-11-10"));
         anyhow::Ok(())
     }
     .await;

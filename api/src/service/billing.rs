@@ -9,7 +9,7 @@ use futures::future::BoxFuture;
 use govbroker_crds::{Agency, PriceList};
 use govbroker_domain::billing::{
     BillVersion, Invoice, Vnd, budget_status, format_vnd, invoice_csv, rate_month,
-    rerated_versions, roll_up, schedule_from_price_list,
+    rerated_versions, roll_up, schedule_for_month, schedule_from_price_list,
 };
 use govbroker_domain::isolation::virtual_subresource;
 use govbroker_domain::metering::{Day, Month, usage_totals};
@@ -91,8 +91,13 @@ impl Api {
                     "agency {name} is billed with price list {list_name}, which does not exist; a platform operator must create it"
                 ))
             })?;
-        let schedule = schedule_from_price_list(&price_list, revision)
-            .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
+        // Without a named revision, the one in force for the month: a revision added
+        // after the month never changes its bill (only a re-rate does).
+        let schedule = match revision {
+            Some(n) => schedule_from_price_list(&price_list, Some(n)),
+            None => schedule_for_month(&price_list, month),
+        }
+        .map_err(|e| ApiError::FailedPrecondition(e.to_string()))?;
         let days = self
             .billing
             .usage
@@ -118,8 +123,8 @@ impl Api {
     }
 
     /// The agency's current bill for `month`: the last re-rated version if the month
-    /// was re-rated, else rated on request with the latest price-list revision; with the
-    /// stored versions.
+    /// was re-rated, else rated on request with the price-list revision in force for the
+    /// month; with the stored versions.
     async fn current_bill(
         &self,
         agency: &Agency,

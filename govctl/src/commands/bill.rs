@@ -123,7 +123,8 @@ pub struct ShowArgs {
     /// The agency and month.
     #[command(flatten)]
     pub which: MonthArgs,
-    /// Rate with this revision of the price list [default: the latest]
+    /// Rate with this revision of the price list (a preview) [default: the month's
+    /// current bill: re-rated, else the revision in force for the month]
     #[arg(long, value_name = "N")]
     pub price_list_revision: Option<i32>,
 }
