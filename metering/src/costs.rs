@@ -4,13 +4,13 @@
 //! condition and emits a `BudgetThreshold` Event once per threshold and month, and
 //! exports per-agency cost gauges.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use govbroker_crds::QuotaResource;
 use govbroker_crds::{Agency, AgencyCostStatus, PriceList};
 use govbroker_domain::billing::{
     BUDGET_CONDITION, BudgetStatus, PriceSchedule, Vnd, budget_condition, budget_status,
-    format_vnd, rate_month, schedule_from_price_list,
+    format_vnd, rate_month, schedule_for_month,
 };
 use govbroker_domain::metering::{Day, Month};
 use govbroker_domain::quantity::Amounts;
@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
+use prometheus::core::{Collector as _, MetricVec, MetricVecBuilder};
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 
 /// Field manager of the cost status.
@@ -83,18 +84,92 @@ impl CostGauges {
     }
 
     /// Sets the quota gauges of `agency` from its status (a resource without a quota
-    /// has no series).
-    pub fn set_quota(&self, agency: &Agency) {
+    /// has no series), and notes in `live` which series the agency has now.
+    pub fn set_quota(&self, agency: &Agency, live: &mut LiveSeries) {
         let name = agency.name_any();
+        live.agencies.insert(name.clone());
+        if agency.spec.budget.is_some() {
+            live.budgeted.insert(name.clone());
+        }
         for (resource, hard, used) in quota_samples(agency) {
             if let Some(hard) = hard {
                 self.quota_hard
                     .with_label_values(&[&name, resource.field()])
                     .set(hard);
+                live.quota_hard
+                    .insert((name.clone(), resource.field().to_owned()));
             }
             self.quota_used
                 .with_label_values(&[&name, resource.field()])
                 .set(used);
+            live.quota_used
+                .insert((name.clone(), resource.field().to_owned()));
+        }
+    }
+
+    /// Removes every per-agency series that `live` (a complete pass over the agencies)
+    /// no longer has: all series of a deleted agency, the budget gauge of an agency
+    /// whose budget was removed, the quota series of a resource no longer in its
+    /// status. Without this, a deleted agency's gauges would stay until a restart.
+    pub fn retain(&self, live: &LiveSeries) {
+        let agency_of =
+            |labels: &BTreeMap<String, String>| labels.get("agency").cloned().unwrap_or_default();
+        let quota_key = |labels: &BTreeMap<String, String>| {
+            (
+                agency_of(labels),
+                labels.get("resource").cloned().unwrap_or_default(),
+            )
+        };
+        remove_unless(&self.month_to_date, |l| {
+            live.agencies.contains(&agency_of(l))
+        });
+        remove_unless(&self.budget_percent, |l| {
+            live.budgeted.contains(&agency_of(l))
+        });
+        remove_unless(&self.quota_hard, |l| {
+            live.quota_hard.contains(&quota_key(l))
+        });
+        remove_unless(&self.quota_used, |l| {
+            live.quota_used.contains(&quota_key(l))
+        });
+    }
+}
+
+/// The per-agency series a cost pass found reason to keep: the agencies that exist,
+/// those with a budget, and (agency, resource) pairs of their quota status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveSeries {
+    /// Agencies listed by the pass.
+    pub agencies: BTreeSet<String>,
+    /// Those with `spec.budget`.
+    pub budgeted: BTreeSet<String>,
+    /// (agency, resource) with a hard quota in the status.
+    pub quota_hard: BTreeSet<(String, String)>,
+    /// (agency, resource) with a usage or a quota in the status.
+    pub quota_used: BTreeSet<(String, String)>,
+}
+
+/// Removes the series of `vec` whose labels `keep` refuses.
+fn remove_unless<T: MetricVecBuilder>(
+    vec: &MetricVec<T>,
+    keep: impl Fn(&BTreeMap<String, String>) -> bool,
+) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: BTreeMap<String, String> = metric
+                .get_label()
+                .iter()
+                .map(|l| (l.name().to_owned(), l.value().to_owned()))
+                .collect();
+            if keep(&labels) {
+                continue;
+            }
+            let by_name: HashMap<&str, &str> = labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            // A series that is already gone (removed meanwhile) is what was wanted.
+            let _ = vec.remove(&by_name);
         }
     }
 }
@@ -186,8 +261,9 @@ pub fn budget_condition_of(
     ))
 }
 
-/// Rates every agency's month so far and updates its status, Events and gauges. Errors
-/// of one agency (no price list, unpriced usage) are logged and skip it.
+/// Rates every agency's month so far and updates its status, Events and gauges, and
+/// drops the gauges of agencies that are gone. Errors of one agency (no price list,
+/// unpriced usage) are logged and skip it.
 pub async fn update_all(
     client: &Client,
     ledger: &UsageLedger,
@@ -200,12 +276,13 @@ pub async fn update_all(
     let lists: Api<PriceList> = Api::all(client.clone());
     let mut schedules: BTreeMap<String, Option<PriceSchedule>> = BTreeMap::new();
     let mut updated = 0;
+    let mut live = LiveSeries::default();
     let mut params = ListParams::default().limit(500);
     loop {
         let page = agencies.list(&params).await?;
         for agency in &page.items {
             let name = agency.name_any();
-            gauges.set_quota(agency);
+            gauges.set_quota(agency, &mut live);
             let list_name = agency
                 .spec
                 .price_list
@@ -213,7 +290,7 @@ pub async fn update_all(
                 .unwrap_or_else(|| DEFAULT_PRICE_LIST.to_owned());
             if !schedules.contains_key(&list_name) {
                 let schedule = match lists.get_opt(&list_name).await? {
-                    Some(pl) => schedule_from_price_list(&pl, None)
+                    Some(pl) => schedule_for_month(&pl, month)
                         .map_err(|e| tracing::warn!(error = %e, "price list unusable"))
                         .ok(),
                     None => None,
@@ -292,7 +369,11 @@ pub async fn update_all(
         }
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),
-            None => return Ok(updated),
+            None => {
+                // Every agency has been listed: the series of those that are gone go.
+                gauges.retain(&live);
+                return Ok(updated);
+            }
         }
     }
 }
@@ -341,6 +422,69 @@ mod tests {
                 (QuotaResource::Memory, Some(1_073_741_824.0), 268_435_456.0),
                 (QuotaResource::Pods, Some(10.0), 0.0),
             ]
+        );
+    }
+
+    #[test]
+    fn series_of_deleted_agencies_and_removed_quotas_are_dropped() {
+        let registry = Registry::new();
+        let gauges = CostGauges::new(&registry);
+        let with_quota = |name: &str, budget: Option<i64>, quota: serde_json::Value| {
+            let mut a = agency(budget);
+            a.metadata.name = Some(name.to_owned());
+            a.status = Some(serde_json::from_value(serde_json::json!({"quota": quota})).unwrap());
+            a
+        };
+        let quota = serde_json::json!({"hard": {"cpu": "2", "pods": "10"}, "used": {"cpu": "1"}});
+        let mut live = LiveSeries::default();
+        for a in [
+            with_quota("so-a", Some(100), quota.clone()),
+            with_quota("so-b", Some(100), quota.clone()),
+        ] {
+            gauges.set_quota(&a, &mut live);
+            gauges
+                .month_to_date
+                .with_label_values(&[&a.name_any()])
+                .set(5);
+            gauges
+                .budget_percent
+                .with_label_values(&[&a.name_any()])
+                .set(5);
+        }
+        gauges.retain(&live);
+        let text = || {
+            use prometheus::Encoder as _;
+            let mut out = Vec::new();
+            prometheus::TextEncoder::new()
+                .encode(&registry.gather(), &mut out)
+                .unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(text().matches("agency=\"so-b\"").count(), 6, "{}", text());
+
+        // so-b is deleted; so-a loses its budget and its pods quota.
+        let mut live = LiveSeries::default();
+        let a = with_quota(
+            "so-a",
+            None,
+            serde_json::json!({"hard": {"cpu": "2"}, "used": {"cpu": "1"}}),
+        );
+        gauges.set_quota(&a, &mut live);
+        gauges.retain(&live);
+        let after = text();
+        assert!(!after.contains("so-b"), "{after}");
+        assert!(!after.contains("resource=\"pods\""), "{after}");
+        assert!(
+            !after.contains("govbroker_agency_budget_used_percent{"),
+            "{after}"
+        );
+        assert!(
+            after.contains("govbroker_agency_quota_hard{agency=\"so-a\",resource=\"cpu\"} 2"),
+            "{after}"
+        );
+        assert!(
+            after.contains("govbroker_agency_month_to_date_cost_vnd{agency=\"so-a\"} 5"),
+            "{after}"
         );
     }
 

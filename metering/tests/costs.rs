@@ -2,7 +2,8 @@
 //! writes `Agency.status.cost`, the `BudgetThreshold` condition and one `BudgetThreshold`
 //! Event per threshold; an enforced, spent budget refuses new workloads and scale-ups
 //! at the operator's admission webhook until a platform admin raises it; the collector's
-//! `/metrics` shows each agency's quota, cost and budget used.
+//! `/metrics` shows each agency's quota, cost and budget used, and drops a deleted
+//! agency's series.
 //!
 //! Run under the shared lock: `flock /tmp/govbroker-cluster.lock cargo test -p
 //! govbroker-metering --test costs`.
@@ -155,6 +156,29 @@ fn sample(exposition: &str, metric: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The collector's `/metrics`, served by its own server on a free port and scraped over
+/// HTTP.
+async fn scrape(metrics: &Metrics) -> anyhow::Result<String> {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let serving = CancellationToken::new();
+    let server = tokio::spawn(metrics.clone().serve(addr, serving.clone()));
+    let exposition = eventually("the collector's metrics", DEFAULT_TIMEOUT, || async {
+        // A blocking GET: off the test's one runtime thread, which serves it.
+        let got = tokio::task::spawn_blocking(move || {
+            govbroker_e2e::http_get(&addr.to_string(), "/metrics")
+        })
+        .await?;
+        Ok(got
+            .ok()
+            .filter(|(code, _)| *code == 200)
+            .map(|(_, body)| body))
+    })
+    .await;
+    serving.cancel();
+    let _ = server.await;
+    exposition
+}
+
 /// Writes `vcpu_hours` of CPU today for `agency` into the ledger under `prefix`.
 async fn commit_cpu(prefix: &str, agency: &str, vcpu_hours: u64) -> anyhow::Result<UsageLedger> {
     let ledger = UsageLedger::connect(
@@ -269,23 +293,7 @@ async fn an_enforced_budget_refuses_new_workloads_and_scale_ups_until_raised() {
 
             // Scraped from the collector's /metrics: the quota per resource, the cost
             // and the budget used.
-            let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-            let serving = CancellationToken::new();
-            let server = tokio::spawn(metrics.clone().serve(addr, serving.clone()));
-            let exposition = eventually("the collector's metrics", DEFAULT_TIMEOUT, || async {
-                // A blocking GET: off the test's one runtime thread, which serves it.
-                let got = tokio::task::spawn_blocking(move || {
-                    govbroker_e2e::http_get(&addr.to_string(), "/metrics")
-                })
-                .await?;
-                Ok(got
-                    .ok()
-                    .filter(|(code, _)| *code == 200)
-                    .map(|(_, body)| body))
-            })
-            .await?;
-            serving.cancel();
-            let _ = server.await;
+            let exposition = scrape(&metrics).await?;
             let agency_label = format!("agency=\"{name}\"");
             for (metric, labels, want) in [
                 ("govbroker_agency_quota_hard", "resource=\"cpu\"", 4.0),
@@ -410,6 +418,107 @@ async fn an_enforced_budget_refuses_new_workloads_and_scale_ups_until_raised() {
             ensure!(
                 conditions.iter().any(|c| c.type_ == "Ready"),
                 "{conditions:?}"
+            );
+            anyhow::Ok(())
+        }
+        .await;
+        cleanup(&t.client, &prices, &prefix).await;
+        result
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_agencys_series_leave_the_collector_metrics() {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let prefix = format!("/govbroker-test-gauges-{random:016x}");
+    let operator = govbroker_e2e::api::workspace_binary("govbroker-operator", "govbroker-operator")
+        .expect("the operator binary");
+    govbroker_e2e::operator(operator.to_str().expect("a UTF-8 path"));
+    scenario("metering-gauges-deleted", |t| async move {
+        let gone = unique_name("so-giai-the");
+        let kept = unique_name("so-con-lai");
+        let prices = price_list(&t.client).await?;
+        let result = async {
+            let agencies = Api::<Agency>::all(t.client.clone());
+            for name in [&gone, &kept] {
+                let mut agency: Agency = serde_json::from_value(serde_json::json!({
+                    "apiVersion": "govbroker.io/v1alpha1", "kind": "Agency",
+                    "metadata": {"name": name},
+                    "spec": {"displayName": "Sở thử", "level": "Central", "securityLevel": 2,
+                        "priceList": prices, "quota": {"cpu": "2", "pods": "10"},
+                        "budget": {"monthlyVnd": 10000}}
+                }))?;
+                label_for_test(&mut agency, &t.namespace);
+                agencies.create(&PostParams::default(), &agency).await?;
+                wait_for(
+                    &agencies,
+                    name,
+                    "the agency's quota status",
+                    DEFAULT_TIMEOUT,
+                    |a: Option<&Agency>| {
+                        a.and_then(|a| a.status.as_ref())
+                            .and_then(|s| s.quota.as_ref())
+                            .is_some_and(|q| !q.hard.is_empty())
+                    },
+                )
+                .await?;
+            }
+            let ledger = commit_cpu(&prefix, &gone, 1).await?;
+            let metrics = Metrics::new();
+            let recorder = costs::recorder(&t.client, "test");
+            costs::update_all(&t.client, &ledger, &metrics.costs, &recorder).await?;
+            let exposition = scrape(&metrics).await?;
+            let gone_label = format!("agency=\"{gone}\"");
+            let kept_label = format!("agency=\"{kept}\"");
+            for (metric, labels, want) in [
+                ("govbroker_agency_quota_hard", "resource=\"cpu\"", 2.0),
+                ("govbroker_agency_quota_used", "resource=\"cpu\"", 0.0),
+                ("govbroker_agency_month_to_date_cost_vnd", "", 1000.0),
+                ("govbroker_agency_budget_used_percent", "", 10.0),
+            ] {
+                let got = sample(&exposition, metric, &[&gone_label, labels]);
+                ensure!(
+                    got == Some(want),
+                    "{metric}{{{labels}}} = {got:?}, want {want}:\n{exposition}"
+                );
+            }
+
+            // The agency is deleted (the operator removes what it made); the next cost
+            // pass drops every series labelled with it and keeps the other agency's.
+            agencies.delete(&gone, &DeleteParams::default()).await?;
+            wait_for(
+                &agencies,
+                &gone,
+                "the agency to be gone",
+                DEFAULT_TIMEOUT,
+                |a: Option<&Agency>| a.is_none(),
+            )
+            .await?;
+            costs::update_all(&t.client, &ledger, &metrics.costs, &recorder).await?;
+            let exposition = scrape(&metrics).await?;
+            let stale: Vec<&str> = exposition
+                .lines()
+                .filter(|l| l.contains(&gone_label))
+                .collect();
+            ensure!(stale.is_empty(), "series of the deleted agency: {stale:#?}");
+            ensure!(
+                sample(
+                    &exposition,
+                    "govbroker_agency_quota_hard",
+                    &[&kept_label, "resource=\"cpu\""]
+                ) == Some(2.0),
+                "the kept agency lost its quota series:\n{exposition}"
+            );
+            ensure!(
+                sample(
+                    &exposition,
+                    "govbroker_agency_month_to_date_cost_vnd",
+                    &[&kept_label]
+                ) == Some(0.0),
+                "the kept agency lost its cost series:\n{exposition}"
             );
             anyhow::Ok(())
         }
