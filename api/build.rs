@@ -25,11 +25,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out.join("govbroker_descriptor.bin");
     println!("cargo:rerun-if-changed=proto");
 
+    // Type names (`prost::Name`) let one generic HTTP handler find a message's schema.
+    let mut config = tonic_prost_build::Config::new();
+    config.enable_type_names();
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor_path)
         .compile_well_known_types(true)
         .extern_path(".google.protobuf", "::pbjson_types")
-        .compile_protos(PROTOS, &["proto"])?;
+        .compile_with_config(config, PROTOS, &["proto"])?;
 
     let descriptors = std::fs::read(&descriptor_path)?;
     pbjson_build::Builder::new()

@@ -6,6 +6,7 @@ mod data_services;
 mod workloads;
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::{Body, Bytes};
@@ -14,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -504,20 +505,31 @@ pub fn openapi() -> Value {
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
         .route(OPENAPI_PATH, get(|| async { Json(openapi()) }))
-        .route("/v1/agencies", get(list_agencies).post(create_agency))
+        .route(
+            "/v1/agencies",
+            get(by_query::<proto::ListAgenciesRequest>).post(create_agency),
+        )
         .route(
             "/v1/agencies/{name}",
-            get(get_agency).patch(update_agency).delete(delete_agency),
+            get(by_query::<proto::GetAgencyRequest>)
+                .patch(update_agency)
+                .delete(by_query::<proto::DeleteAgencyRequest>),
         )
-        .route("/v1/agencies/{name}/tree", get(get_agency_tree))
-        .route("/v1/agencies/{name}/watch", get(watch_agency))
+        .route(
+            "/v1/agencies/{name}/tree",
+            get(by_query::<proto::GetAgencyTreeRequest>),
+        )
+        .route(
+            "/v1/agencies/{name}/watch",
+            get(watch::<proto::WatchAgencyRequest, _>),
+        )
         .route(
             "/v1/quotarequests",
-            get(list_quota_requests).post(create_quota_request),
+            get(by_query::<proto::ListQuotaRequestsRequest>).post(create_quota_request),
         )
         .route("/v1/quotarequests/{name}/approve", post(approve))
         .route("/v1/quotarequests/{name}/reject", post(reject))
-        .route("/v1/audit", get(list_audit))
+        .route("/v1/audit", get(by_query::<proto::ListAuditRecordsRequest>))
         .merge(data_services::router())
         .merge(workloads::router())
         .merge(billing::router())
@@ -601,109 +613,39 @@ fn from_query<T: DeserializeOwned>(
         .map_err(|e| ApiError::invalid("query", e.to_string()))
 }
 
-/// A message from a JSON body.
-fn from_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    if body.is_empty() {
-        return Err(ApiError::invalid("body", "is empty: send a JSON object"));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid("body", format!("is not valid JSON for this call: {e}")))
-}
-
-async fn list_agencies(
+/// The handler of every unary call whose message is read from the query parameters and
+/// the route's path values (`/v1/bills/{agency}`, `/v1/datashares/{name}/approve`, …):
+/// typed by the message alone, whose schema it finds by the message's proto name, so a
+/// route is one line instead of a handler of its own.
+async fn by_query<T>(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
+    Path(path): Path<HashMap<String, String>>,
     Query(q): Params,
-) -> Response {
-    respond(
-        &api,
-        &headers,
-        from_query::<proto::ListAgenciesRequest>("ListAgenciesRequest", q, &[]),
-    )
-    .await
+) -> Response
+where
+    T: Operation + prost::Name + DeserializeOwned,
+    T::Response: Serialize,
+{
+    respond(&api, &headers, from_query_and_path::<T>(q, &path)).await
 }
 
-async fn create_agency(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
-    let request =
-        from_body::<proto::Agency>(&body).map(|a| proto::CreateAgencyRequest { agency: Some(a) });
-    respond(&api, &headers, request).await
-}
-
-async fn get_agency(
+/// The handler of a watch (read as [`by_query`] reads its call): the answer is a stream
+/// of JSON lines (`application/x-ndjson`), an error after the start as a line
+/// `{"error": …}`.
+async fn watch<T, E>(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    Path(path): Path<HashMap<String, String>>,
     Query(q): Params,
-) -> Response {
-    respond(
-        &api,
-        &headers,
-        from_query::<proto::GetAgencyRequest>("GetAgencyRequest", q, &[("name", &name)]),
-    )
-    .await
-}
-
-async fn update_agency(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Response {
-    let request = from_body::<proto::UpdateAgencyRequest>(&body).and_then(|mut r| {
-        if !r.name.is_empty() && r.name != name {
-            return Err(ApiError::invalid(
-                "name",
-                format!(
-                    "the body names {:?} but the path {name:?}: leave it out of the body",
-                    r.name
-                ),
-            ));
-        }
-        r.name = name;
-        Ok(r)
-    });
-    respond(&api, &headers, request).await
-}
-
-async fn delete_agency(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Query(q): Params,
-) -> Response {
-    respond(
-        &api,
-        &headers,
-        from_query::<proto::DeleteAgencyRequest>("DeleteAgencyRequest", q, &[("name", &name)]),
-    )
-    .await
-}
-
-async fn get_agency_tree(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Query(q): Params,
-) -> Response {
-    respond(
-        &api,
-        &headers,
-        from_query::<proto::GetAgencyTreeRequest>("GetAgencyTreeRequest", q, &[("name", &name)]),
-    )
-    .await
-}
-
-async fn watch_agency(
-    State(api): State<Arc<Api>>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    Query(q): Params,
-) -> Response {
-    let request = match from_query::<proto::WatchAgencyRequest>(
-        "WatchAgencyRequest",
-        q,
-        &[("name", &name)],
-    ) {
+) -> Response
+where
+    T: Operation<Response = Pin<Box<dyn Stream<Item = Result<E, ApiError>> + Send>>>
+        + prost::Name
+        + DeserializeOwned,
+    E: Serialize + 'static,
+{
+    let request = match from_query_and_path::<T>(q, &path) {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -730,17 +672,50 @@ async fn watch_agency(
     }
 }
 
-async fn list_quota_requests(
+/// The message `T` (found by its proto name) from query parameters and path values.
+fn from_query_and_path<T: prost::Name + DeserializeOwned>(
+    params: HashMap<String, String>,
+    path: &HashMap<String, String>,
+) -> Result<T, ApiError> {
+    let path: Vec<(&str, &str)> = path.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    from_query::<T>(T::NAME, params, &path)
+}
+
+/// A message from a JSON body.
+fn from_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::invalid("body", "is empty: send a JSON object"));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid("body", format!("is not valid JSON for this call: {e}")))
+}
+
+async fn create_agency(State(api): State<Arc<Api>>, headers: HeaderMap, body: Bytes) -> Response {
+    let request =
+        from_body::<proto::Agency>(&body).map(|a| proto::CreateAgencyRequest { agency: Some(a) });
+    respond(&api, &headers, request).await
+}
+
+async fn update_agency(
     State(api): State<Arc<Api>>,
     headers: HeaderMap,
-    Query(q): Params,
+    Path(name): Path<String>,
+    body: Bytes,
 ) -> Response {
-    respond(
-        &api,
-        &headers,
-        from_query::<proto::ListQuotaRequestsRequest>("ListQuotaRequestsRequest", q, &[]),
-    )
-    .await
+    let request = from_body::<proto::UpdateAgencyRequest>(&body).and_then(|mut r| {
+        if !r.name.is_empty() && r.name != name {
+            return Err(ApiError::invalid(
+                "name",
+                format!(
+                    "the body names {:?} but the path {name:?}: leave it out of the body",
+                    r.name
+                ),
+            ));
+        }
+        r.name = name;
+        Ok(r)
+    });
+    respond(&api, &headers, request).await
 }
 
 async fn create_quota_request(
@@ -784,15 +759,6 @@ async fn reject(
     body: Bytes,
 ) -> Response {
     respond(&api, &headers, decision(name, &body).map(Reject)).await
-}
-
-async fn list_audit(State(api): State<Arc<Api>>, headers: HeaderMap, Query(q): Params) -> Response {
-    respond(
-        &api,
-        &headers,
-        from_query::<proto::ListAuditRecordsRequest>("ListAuditRecordsRequest", q, &[]),
-    )
-    .await
 }
 
 #[cfg(test)]
