@@ -198,6 +198,17 @@ impl Connection {
         WorkloadsClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
+    /// What a unary call answered, or the failure its error status means (see
+    /// [`Connection::fail`]): the one place a command turns a call into a result.
+    pub async fn answer<T>(
+        &self,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, Failure> {
+        call.await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| self.fail(s))
+    }
+
     /// The failure for a call's error status.
     pub fn fail(&self, status: tonic::Status) -> Failure {
         // A call on a connection that broke meanwhile comes back as a transport error.

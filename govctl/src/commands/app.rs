@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 use govbroker_api::proto::{self, Workload};
 
-use super::{gather, more_hint};
+use super::{Listed, gather, print_list, print_with_hint};
 use crate::cli::Paging;
 use crate::connect::Connection;
 use crate::error::Failure;
@@ -241,6 +241,7 @@ pub struct ScaleArgs {
 pub async fn run(conn: &Connection, command: AppCommand, format: Format) -> Result<(), Failure> {
     let now = jiff::Timestamp::now();
     let mut client = conn.workloads();
+    let row = |workload: &Workload| table(std::slice::from_ref(workload), now);
     match command {
         AppCommand::Create(args) => {
             let args = *args;
@@ -280,37 +281,34 @@ pub async fn run(conn: &Connection, command: AppCommand, format: Format) -> Resu
                 paused: args.paused,
                 ..Default::default()
             };
-            let created = client
-                .create_workload(proto::CreateWorkloadRequest {
+            let created = conn
+                .answer(client.create_workload(proto::CreateWorkloadRequest {
                     workload: Some(workload),
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            print(format, &created, || {
-                table(std::slice::from_ref(&created), now)
-            })?;
-            if format == Format::Table {
-                eprintln!(
-                    "created: `govctl app get {} --agency {} --env {} --watch` follows it until it is Available",
-                    created.name, created.agency, created.environment
-                );
-            }
-            Ok(())
+                }))
+                .await?;
+            print_with_hint(
+                format,
+                &created,
+                || row(&created),
+                |w| {
+                    format!(
+                        "created: `govctl app get {} --agency {} --env {} --watch` follows it until it is Available",
+                        w.name, w.agency, w.environment
+                    )
+                },
+            )
         }
         AppCommand::Get(args) => {
             if args.watch {
                 return watch(conn, args, format).await;
             }
-            let workload = client
-                .get_workload(proto::GetWorkloadRequest {
+            let workload = conn
+                .answer(client.get_workload(proto::GetWorkloadRequest {
                     agency: args.place.agency,
                     environment: args.place.env,
                     name: args.name,
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+                }))
+                .await?;
             print(format, &workload, || details(&workload, now))
         }
         AppCommand::List(args) => {
@@ -324,11 +322,7 @@ pub async fn run(conn: &Connection, command: AppCommand, format: Format) -> Resu
                     page_token,
                 };
                 async move {
-                    let page = client
-                        .list_workloads(request)
-                        .await
-                        .map_err(|s| conn.fail(s))?
-                        .into_inner();
+                    let page = conn.answer(client.list_workloads(request)).await?;
                     Ok((page.workloads, page.next_page_token))
                 }
             })
@@ -337,67 +331,56 @@ pub async fn run(conn: &Connection, command: AppCommand, format: Format) -> Resu
                 workloads: gathered.items,
                 next_page_token: gathered.next_page_token,
             };
-            print(format, &response, || table(&response.workloads, now))?;
-            if format == Format::Table {
-                if response.workloads.is_empty() {
-                    eprintln!("no applications in {agency}-{environment}");
-                }
-                more_hint("applications", &response.next_page_token);
-            }
-            Ok(())
+            print_list(
+                format,
+                &response,
+                || table(&response.workloads, now),
+                Listed {
+                    count: response.workloads.len(),
+                    next_page_token: &response.next_page_token,
+                    none: &format!("no applications in {agency}-{environment}"),
+                    what: "applications",
+                },
+            )
         }
         AppCommand::Scale(args) => {
-            let workload = client
-                .scale_workload(proto::ScaleWorkloadRequest {
+            let workload = conn
+                .answer(client.scale_workload(proto::ScaleWorkloadRequest {
                     agency: args.place.agency,
                     environment: args.place.env,
                     name: args.name,
                     replicas: args.replicas,
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            print(format, &workload, || {
-                table(std::slice::from_ref(&workload), now)
-            })
+                }))
+                .await?;
+            print(format, &workload, || row(&workload))
         }
         AppCommand::Pause(args) => {
-            let workload = client
-                .pause_workload(proto::PauseWorkloadRequest {
+            let workload = conn
+                .answer(client.pause_workload(proto::PauseWorkloadRequest {
                     agency: args.place.agency,
                     environment: args.place.env,
                     name: args.name,
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            print(format, &workload, || {
-                table(std::slice::from_ref(&workload), now)
-            })
+                }))
+                .await?;
+            print(format, &workload, || row(&workload))
         }
         AppCommand::Resume(args) => {
-            let workload = client
-                .resume_workload(proto::ResumeWorkloadRequest {
+            let workload = conn
+                .answer(client.resume_workload(proto::ResumeWorkloadRequest {
                     agency: args.place.agency,
                     environment: args.place.env,
                     name: args.name,
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            print(format, &workload, || {
-                table(std::slice::from_ref(&workload), now)
-            })
+                }))
+                .await?;
+            print(format, &workload, || row(&workload))
         }
         AppCommand::Delete(args) => {
-            client
-                .delete_workload(proto::DeleteWorkloadRequest {
-                    agency: args.place.agency.clone(),
-                    environment: args.place.env.clone(),
-                    name: args.name.clone(),
-                })
-                .await
-                .map_err(|s| conn.fail(s))?;
+            conn.answer(client.delete_workload(proto::DeleteWorkloadRequest {
+                agency: args.place.agency.clone(),
+                environment: args.place.env.clone(),
+                name: args.name.clone(),
+            }))
+            .await?;
             if format == Format::Table {
                 emit(&format!(
                     "deleted {} in {}-{} (its Deployment, Service and pods go with it)\n",
@@ -419,15 +402,15 @@ pub async fn run(conn: &Connection, command: AppCommand, format: Format) -> Resu
 /// Follows one application and prints a line (or a document) per event.
 async fn watch(conn: &Connection, args: GetArgs, format: Format) -> Result<(), Failure> {
     let mut stream = conn
-        .workloads()
-        .watch_workload(proto::WatchWorkloadRequest {
-            agency: args.place.agency,
-            environment: args.place.env,
-            name: args.name,
-        })
-        .await
-        .map_err(|s| conn.fail(s))?
-        .into_inner();
+        .answer(
+            conn.workloads()
+                .watch_workload(proto::WatchWorkloadRequest {
+                    agency: args.place.agency,
+                    environment: args.place.env,
+                    name: args.name,
+                }),
+        )
+        .await?;
     loop {
         let event = match stream.message().await {
             Ok(Some(event)) => event,

@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand, ValueEnum};
 use govbroker_api::proto::{self, DataServiceClaim, DataServiceClass, DataShare};
 
-use super::{gather, more_hint};
+use super::{Listed, gather, print_list, print_with_hint};
 use crate::cli::Paging;
 use crate::connect::Connection;
 use crate::error::Failure;
@@ -376,6 +376,8 @@ pub struct ShareNameArgs {
 pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Result<(), Failure> {
     let now = jiff::Timestamp::now();
     let mut client = conn.data_services();
+    let claim_row = |claim: &DataServiceClaim| claims_table(std::slice::from_ref(claim), now);
+    let share_row = |share: &DataShare| shares_table(std::slice::from_ref(share), now);
     match command {
         DbCommand::Classes(args) => {
             let engine = args
@@ -396,11 +398,9 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                     page_token,
                 };
                 async move {
-                    let page = client
-                        .list_data_service_classes(request)
-                        .await
-                        .map_err(|s| conn.fail(s))?
-                        .into_inner();
+                    let page = conn
+                        .answer(client.list_data_service_classes(request))
+                        .await?;
                     Ok((page.classes, page.next_page_token))
                 }
             })
@@ -409,14 +409,17 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                 classes: gathered.items,
                 next_page_token: gathered.next_page_token,
             };
-            print(format, &response, || classes_table(&response.classes))?;
-            if format == Format::Table {
-                if response.classes.is_empty() {
-                    eprintln!("no data-service classes match");
-                }
-                more_hint("classes", &response.next_page_token);
-            }
-            Ok(())
+            print_list(
+                format,
+                &response,
+                || classes_table(&response.classes),
+                Listed {
+                    count: response.classes.len(),
+                    next_page_token: &response.next_page_token,
+                    none: "no data-service classes match",
+                    what: "classes",
+                },
+            )
         }
         DbCommand::Create(args) => {
             let claim = DataServiceClaim {
@@ -438,34 +441,33 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                 .to_owned(),
                 ..Default::default()
             };
-            let created = client
-                .create_data_service_claim(proto::CreateDataServiceClaimRequest {
-                    claim: Some(claim),
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            print(format, &created, || {
-                claims_table(std::slice::from_ref(&created), now)
-            })?;
-            if format == Format::Table {
-                eprintln!(
-                    "claimed: `govctl db get {} --agency {} --env {}` shows when it is Ready",
-                    created.name, created.agency, created.environment
-                );
-            }
-            Ok(())
+            let created =
+                conn.answer(client.create_data_service_claim(
+                    proto::CreateDataServiceClaimRequest { claim: Some(claim) },
+                ))
+                .await?;
+            print_with_hint(
+                format,
+                &created,
+                || claim_row(&created),
+                |c| {
+                    format!(
+                        "claimed: `govctl db get {} --agency {} --env {}` shows when it is Ready",
+                        c.name, c.agency, c.environment
+                    )
+                },
+            )
         }
         DbCommand::Get(args) => {
-            let claim = client
-                .get_data_service_claim(proto::GetDataServiceClaimRequest {
-                    agency: args.place.agency,
-                    environment: args.place.env,
-                    name: args.name,
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+            let claim = conn
+                .answer(
+                    client.get_data_service_claim(proto::GetDataServiceClaimRequest {
+                        agency: args.place.agency,
+                        environment: args.place.env,
+                        name: args.name,
+                    }),
+                )
+                .await?;
             print(format, &claim, || claim_details(&claim, now))
         }
         DbCommand::List(args) => {
@@ -482,11 +484,9 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                     page_token,
                 };
                 async move {
-                    let page = client
-                        .list_data_service_claims(request)
-                        .await
-                        .map_err(|s| conn.fail(s))?
-                        .into_inner();
+                    let page = conn
+                        .answer(client.list_data_service_claims(request))
+                        .await?;
                     Ok((page.claims, page.next_page_token))
                 }
             })
@@ -495,25 +495,28 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                 claims: gathered.items,
                 next_page_token: gathered.next_page_token,
             };
-            print(format, &response, || claims_table(&response.claims, now))?;
-            if format == Format::Table {
-                if response.claims.is_empty() {
-                    eprintln!("no data-service claims you may read match");
-                }
-                more_hint("claims", &response.next_page_token);
-            }
-            Ok(())
+            print_list(
+                format,
+                &response,
+                || claims_table(&response.claims, now),
+                Listed {
+                    count: response.claims.len(),
+                    next_page_token: &response.next_page_token,
+                    none: "no data-service claims you may read match",
+                    what: "claims",
+                },
+            )
         }
         DbCommand::Delete(args) => {
-            let response = client
-                .delete_data_service_claim(proto::DeleteDataServiceClaimRequest {
-                    agency: args.place.agency.clone(),
-                    environment: args.place.env.clone(),
-                    name: args.name.clone(),
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+            let response = conn
+                .answer(
+                    client.delete_data_service_claim(proto::DeleteDataServiceClaimRequest {
+                        agency: args.place.agency.clone(),
+                        environment: args.place.env.clone(),
+                        name: args.name.clone(),
+                    }),
+                )
+                .await?;
             print(format, &response, || {
                 format!(
                     "data-service claim {} in {}-{} is being deleted\n",
@@ -522,47 +525,42 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
             })
         }
         DbCommand::Credentials(args) => {
-            let binding = client
-                .get_data_service_binding(proto::GetDataServiceBindingRequest {
-                    agency: args.place.agency,
-                    environment: args.place.env,
-                    name: args.name,
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            if let Some(path) = &args.save_ca {
-                save_ca(path, &binding)?;
-            }
-            if args.uri {
-                return emit(&format!("{}\n", binding.uri));
-            }
-            print(format, &binding, || binding_table(&binding))
+            let binding = conn
+                .answer(
+                    client.get_data_service_binding(proto::GetDataServiceBindingRequest {
+                        agency: args.place.agency,
+                        environment: args.place.env,
+                        name: args.name,
+                    }),
+                )
+                .await?;
+            print_binding(format, &binding, args.save_ca.as_deref(), args.uri)
         }
         DbCommand::Rotate(args) => {
-            let claim = client
-                .rotate_data_service_password(proto::RotateDataServicePasswordRequest {
-                    agency: args.place.agency,
-                    environment: args.place.env,
-                    name: args.name,
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            print(format, &claim, || {
-                claims_table(std::slice::from_ref(&claim), now)
-            })?;
-            if format == Format::Table {
-                eprintln!(
-                    "rotation requested: `govctl db credentials {} --agency {} --env {}` shows the new password once the broker has changed it",
-                    claim.name, claim.agency, claim.environment
-                );
-            }
-            Ok(())
+            let claim = conn
+                .answer(client.rotate_data_service_password(
+                    proto::RotateDataServicePasswordRequest {
+                        agency: args.place.agency,
+                        environment: args.place.env,
+                        name: args.name,
+                    },
+                ))
+                .await?;
+            print_with_hint(
+                format,
+                &claim,
+                || claim_row(&claim),
+                |c| {
+                    format!(
+                        "rotation requested: `govctl db credentials {} --agency {} --env {}` shows the new password once the broker has changed it",
+                        c.name, c.agency, c.environment
+                    )
+                },
+            )
         }
         DbCommand::Share(args) => {
-            let created = client
-                .create_data_share(proto::CreateDataShareRequest {
+            let created = conn
+                .answer(client.create_data_share(proto::CreateDataShareRequest {
                     name: args.name.unwrap_or_default(),
                     owner_agency: args.place.agency,
                     owner_environment: args.place.env,
@@ -570,20 +568,19 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                     consumer_agency: args.to,
                     expires_at: args.expires,
                     purpose: args.purpose.unwrap_or_default(),
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            print(format, &created, || {
-                shares_table(std::slice::from_ref(&created), now)
-            })?;
-            if format == Format::Table {
-                eprintln!(
-                    "proposed: an owner of {} approves with `govctl db approve {}`",
-                    created.owner_agency, created.name
-                );
-            }
-            Ok(())
+                }))
+                .await?;
+            print_with_hint(
+                format,
+                &created,
+                || share_row(&created),
+                |s| {
+                    format!(
+                        "proposed: an owner of {} approves with `govctl db approve {}`",
+                        s.owner_agency, s.name
+                    )
+                },
+            )
         }
         DbCommand::Shares(args) => {
             let agency = args.agency.unwrap_or_default();
@@ -600,11 +597,7 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                     page_token,
                 };
                 async move {
-                    let page = client
-                        .list_data_shares(request)
-                        .await
-                        .map_err(|s| conn.fail(s))?
-                        .into_inner();
+                    let page = conn.answer(client.list_data_shares(request)).await?;
                     Ok((page.shares, page.next_page_token))
                 }
             })
@@ -613,53 +606,61 @@ pub async fn run(conn: &Connection, command: DbCommand, format: Format) -> Resul
                 shares: gathered.items,
                 next_page_token: gathered.next_page_token,
             };
-            print(format, &response, || shares_table(&response.shares, now))?;
-            if format == Format::Table {
-                if response.shares.is_empty() {
-                    eprintln!("no data shares you may read match");
-                }
-                more_hint("shares", &response.next_page_token);
-            }
-            Ok(())
+            print_list(
+                format,
+                &response,
+                || shares_table(&response.shares, now),
+                Listed {
+                    count: response.shares.len(),
+                    next_page_token: &response.next_page_token,
+                    none: "no data shares you may read match",
+                    what: "shares",
+                },
+            )
         }
         DbCommand::Approve(args) => {
-            let share = client
-                .approve_data_share(proto::ApproveDataShareRequest { name: args.name })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            print(format, &share, || {
-                shares_table(std::slice::from_ref(&share), now)
-            })
+            let share = conn
+                .answer(
+                    client.approve_data_share(proto::ApproveDataShareRequest { name: args.name }),
+                )
+                .await?;
+            print(format, &share, || share_row(&share))
         }
         DbCommand::Revoke(args) => {
-            let share = client
-                .revoke_data_share(proto::RevokeDataShareRequest { name: args.name })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            print(format, &share, || {
-                shares_table(std::slice::from_ref(&share), now)
-            })
+            let share = conn
+                .answer(client.revoke_data_share(proto::RevokeDataShareRequest { name: args.name }))
+                .await?;
+            print(format, &share, || share_row(&share))
         }
         DbCommand::ShareCredentials(args) => {
-            let binding = client
-                .get_data_share_binding(proto::GetDataShareBindingRequest {
-                    name: args.name,
-                    environment: args.env,
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
-            if let Some(path) = &args.save_ca {
-                save_ca(path, &binding)?;
-            }
-            if args.uri {
-                return emit(&format!("{}\n", binding.uri));
-            }
-            print(format, &binding, || binding_table(&binding))
+            let binding = conn
+                .answer(
+                    client.get_data_share_binding(proto::GetDataShareBindingRequest {
+                        name: args.name,
+                        environment: args.env,
+                    }),
+                )
+                .await?;
+            print_binding(format, &binding, args.save_ca.as_deref(), args.uri)
         }
     }
+}
+
+/// Prints a binding (a claim's or a share's): with `uri`, only its connection URI (for
+/// scripts); first saving its CA certificate to `save_ca` when asked.
+fn print_binding(
+    format: Format,
+    binding: &proto::DataServiceBinding,
+    save_ca_to: Option<&std::path::Path>,
+    uri: bool,
+) -> Result<(), Failure> {
+    if let Some(path) = save_ca_to {
+        save_ca(path, binding)?;
+    }
+    if uri {
+        return emit(&format!("{}\n", binding.uri));
+    }
+    print(format, binding, || binding_table(binding))
 }
 
 /// A plan's limits in words, e.g. `20 conn, 10Gi` or `256Mi, 100000 keys`.

@@ -11,11 +11,13 @@ pub mod quota;
 use std::future::Future;
 
 use clap::CommandFactory as _;
+use serde::Serialize;
 
 use crate::cli::{Cli, Command, DEFAULT_LIMIT, Global, Paging};
 use crate::config::{self, Config, Overrides};
 use crate::connect::Connection;
 use crate::error::Failure;
+use crate::output::{Format, print};
 
 /// The largest page the API serves.
 pub const MAX_PAGE: u32 = 1000;
@@ -112,6 +114,52 @@ where
         items,
         next_page_token: token,
     })
+}
+
+/// What a list command says on stderr under its table.
+#[derive(Debug, Clone, Copy)]
+pub struct Listed<'a> {
+    /// How many items the table shows.
+    pub count: usize,
+    /// The next page's token; not empty when the list was cut at its limit.
+    pub next_page_token: &'a str,
+    /// What to say when nothing matched, e.g. `no agencies you may read match`.
+    pub none: &'a str,
+    /// What the items are called in the hint that more exist, e.g. `agencies`.
+    pub what: &'a str,
+}
+
+/// Prints a list command's answer: the whole `response` as a document, or the table
+/// `table` makes followed (on stderr) by what [`Listed`] says.
+pub fn print_list<R: Serialize>(
+    format: Format,
+    response: &R,
+    table: impl FnOnce() -> String,
+    listed: Listed<'_>,
+) -> Result<(), Failure> {
+    print(format, response, table)?;
+    if format == Format::Table {
+        if listed.count == 0 {
+            eprintln!("{}", listed.none);
+        }
+        more_hint(listed.what, listed.next_page_token);
+    }
+    Ok(())
+}
+
+/// Prints one object as [`print`] does and, under a table, `next` (on stderr): what a
+/// person does next with what was just created or changed.
+pub fn print_with_hint<T: Serialize>(
+    format: Format,
+    value: &T,
+    table: impl FnOnce() -> String,
+    next: impl FnOnce(&T) -> String,
+) -> Result<(), Failure> {
+    print(format, value, table)?;
+    if format == Format::Table {
+        eprintln!("{}", next(value));
+    }
+    Ok(())
 }
 
 /// Tells a person (on stderr) that a list was cut at its limit.
