@@ -918,12 +918,14 @@ pub fn budget_condition(
     }
 }
 
-/// Why a new workload (or a scale-up) of `agency` is refused at admission in `month`:
-/// its budget is enforced (`spec.budget.enforce`) and the month-to-date cost in its
-/// status (`status.cost`, of the same month) has reached the monthly budget. `None`
-/// admits. A cost status of an earlier month admits: the new month starts unspent.
+/// Why `growth` of a workload of `agency` (a new workload, a scale-up, resuming, larger
+/// requests: [`crate::workload::growth`]) is refused at admission in `month`: its budget
+/// is enforced (`spec.budget.enforce`) and the month-to-date cost in its status
+/// (`status.cost`, of the same month) has reached the monthly budget. `None` admits. A
+/// cost status of an earlier month admits: the new month starts unspent.
 pub fn budget_refusal(
     agency: &str,
+    growth: &crate::workload::Growth,
     budget: &govbroker_crds::Budget,
     cost: Option<&govbroker_crds::AgencyCostStatus>,
     month: Month,
@@ -936,7 +938,7 @@ pub fn budget_refusal(
         return None;
     }
     Some(format!(
-        "agency {agency} has spent {} in {month}, which reaches its monthly budget of {} (spec.budget.monthlyVnd), and the budget is enforced (spec.budget.enforce): new workloads and scale-ups are refused until the month ends. Scaling down and deleting stay allowed. To raise the budget, a platform admin runs: kubectl patch agency {agency} --type merge -p '{{\"spec\":{{\"budget\":{{\"monthlyVnd\":<new amount in đồng>}}}}}}' (or sets spec.budget.enforce to false)",
+        "agency {agency} has spent {} in {month}, which reaches its monthly budget of {} (spec.budget.monthlyVnd), and the budget is enforced (spec.budget.enforce): {growth} is refused, as are new workloads, scale-ups and larger resource requests until the month ends. Scaling down, lowering requests, pausing and deleting stay allowed. To raise the budget, a platform admin runs: kubectl patch agency {agency} --type merge -p '{{\"spec\":{{\"budget\":{{\"monthlyVnd\":<new amount in đồng>}}}}}}' (or sets spec.budget.enforce to false)",
         format_vnd(Vnd(cost.month_to_date_vnd)),
         format_vnd(Vnd(budget.monthly_vnd)),
     ))
@@ -946,6 +948,7 @@ pub fn budget_refusal(
 mod tests {
     use super::*;
     use crate::metering::{Attribution, Integrator, UsageEntry};
+    use crate::workload::Growth;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
     fn day(text: &str) -> Day {
@@ -1568,29 +1571,46 @@ mod tests {
             ..Default::default()
         };
         let spent = cost("2026-11", 10_000);
-        let why = budget_refusal("so-y-te", &budget(true), Some(&spent), month).unwrap();
+        let new = Growth::Created;
+        let why = budget_refusal("so-y-te", &new, &budget(true), Some(&spent), month).unwrap();
         assert!(
             why.contains("agency so-y-te has spent 10.000 ₫ in 2026-11"),
             "{why}"
         );
+        assert!(why.contains("a new workload is refused"), "{why}");
+        let larger = Growth::LargerRequests(vec![(
+            govbroker_crds::QuotaResource::Cpu,
+            "100m".into(),
+            "1".into(),
+        )]);
+        let why_larger =
+            budget_refusal("so-y-te", &larger, &budget(true), Some(&spent), month).unwrap();
+        assert!(
+            why_larger.contains("raising the requests per replica (cpu from 100m to 1) is refused"),
+            "{why_larger}"
+        );
+        assert!(why_larger.contains("lowering requests"), "{why_larger}");
         assert!(why.contains("monthly budget of 10.000 ₫"), "{why}");
         assert!(why.contains("kubectl patch agency so-y-te"), "{why}");
         // Not enforced, not yet spent, last month's spending, or no cost known: admitted.
         assert_eq!(
-            budget_refusal("so-y-te", &budget(false), Some(&spent), month),
+            budget_refusal("so-y-te", &new, &budget(false), Some(&spent), month),
             None
         );
         let under = cost("2026-11", 9_999);
         assert_eq!(
-            budget_refusal("so-y-te", &budget(true), Some(&under), month),
+            budget_refusal("so-y-te", &new, &budget(true), Some(&under), month),
             None
         );
         let october = cost("2026-10", 50_000);
         assert_eq!(
-            budget_refusal("so-y-te", &budget(true), Some(&october), month),
+            budget_refusal("so-y-te", &new, &budget(true), Some(&october), month),
             None
         );
-        assert_eq!(budget_refusal("so-y-te", &budget(true), None, month), None);
+        assert_eq!(
+            budget_refusal("so-y-te", &new, &budget(true), None, month),
+            None
+        );
     }
 
     #[test]

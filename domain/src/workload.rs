@@ -1002,6 +1002,91 @@ pub fn events(
     events
 }
 
+// ---------------------------------------------------------------------------------
+// Growth (what an enforced, spent budget refuses)
+// ---------------------------------------------------------------------------------
+
+/// How a change makes a workload hold more, which an enforced, spent budget refuses at
+/// admission (`billing::budget_refusal`). Shrinking, pausing and other edits are no
+/// growth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Growth {
+    /// A new workload.
+    Created,
+    /// More replicas (`spec.replicas` or the `scale` subresource).
+    ScaledUp {
+        /// Replicas before.
+        from: i32,
+        /// Replicas asked for.
+        to: i32,
+    },
+    /// A paused workload with replicas resumed.
+    Resumed {
+        /// The replicas it starts.
+        replicas: i32,
+    },
+    /// Larger requests per replica: (resource, before, after) for each that grows, in
+    /// canonical form (`100m`, `256Mi`).
+    LargerRequests(Vec<(QuotaResource, String, String)>),
+}
+
+impl fmt::Display for Growth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Growth::Created => write!(f, "a new workload"),
+            Growth::ScaledUp { from, to } => {
+                write!(f, "scaling up from {from} to {to} replica(s)")
+            }
+            Growth::Resumed { replicas } => {
+                write!(f, "resuming a paused workload with {replicas} replica(s)")
+            }
+            Growth::LargerRequests(changes) => {
+                write!(f, "raising the requests per replica (")?;
+                for (i, (resource, from, to)) in changes.iter().enumerate() {
+                    if i > 0 {
+                        write!(f, ", ")?;
+                    }
+                    write!(f, "{} from {from} to {to}", resource.field())?;
+                }
+                write!(f, ")")
+            }
+        }
+    }
+}
+
+/// How the change from `old` (none for a create) to `new` makes the workload hold more,
+/// if it does. Replicas come first (a change that adds replicas and raises requests is
+/// refused as a scale-up); requests compare what each replica reserves, with the
+/// namespace defaults for requests left out, so writing the default explicitly is no
+/// growth. Raising one request while lowering another is growth: the webhook knows no
+/// prices to weigh them. A spec whose requests do not parse is no growth here (the
+/// spec validation refuses it).
+pub fn growth(old: Option<&WorkloadSpec>, new: &WorkloadSpec) -> Option<Growth> {
+    let Some(old) = old else {
+        return Some(Growth::Created);
+    };
+    if new.replicas > old.replicas {
+        return Some(Growth::ScaledUp {
+            from: old.replicas,
+            to: new.replicas,
+        });
+    }
+    if old.paused && !new.paused && new.replicas > 0 {
+        return Some(Growth::Resumed {
+            replicas: new.replicas,
+        });
+    }
+    let (Ok(before), Ok(after)) = (per_replica(old), per_replica(new)) else {
+        return None;
+    };
+    let larger: Vec<(QuotaResource, String, String)> = [QuotaResource::Cpu, QuotaResource::Memory]
+        .into_iter()
+        .filter(|r| after.get(*r) > before.get(*r))
+        .map(|r| (r, before.get(r).format(r), after.get(r).format(r)))
+        .collect();
+    (!larger.is_empty()).then_some(Growth::LargerRequests(larger))
+}
+
 #[cfg(test)]
 mod tests {
     use govbroker_crds::{ClaimBinding, CpuMemory, WorkloadPort};
@@ -1025,6 +1110,92 @@ mod tests {
             health_path: None,
             paused: false,
         }
+    }
+
+    #[test]
+    fn growth_is_new_workloads_more_replicas_resuming_and_larger_requests() {
+        let base = WorkloadSpec {
+            resources: govbroker_crds::WorkloadResources {
+                requests: CpuMemory {
+                    cpu: q("100m"),
+                    memory: q("128Mi"),
+                },
+                limits: CpuMemory::default(),
+            },
+            ..spec("registry.gov.vn/a/b:1")
+        };
+        let with = |cpu: Option<&str>, memory: Option<&str>| WorkloadSpec {
+            resources: govbroker_crds::WorkloadResources {
+                requests: CpuMemory {
+                    cpu: cpu.and_then(q),
+                    memory: memory.and_then(q),
+                },
+                limits: CpuMemory::default(),
+            },
+            ..base.clone()
+        };
+        assert_eq!(growth(None, &base), Some(Growth::Created));
+        assert_eq!(growth(Some(&base), &base), None);
+        let three = WorkloadSpec {
+            replicas: 3,
+            ..base.clone()
+        };
+        assert_eq!(
+            growth(Some(&base), &three),
+            Some(Growth::ScaledUp { from: 1, to: 3 })
+        );
+        assert_eq!(growth(Some(&three), &base), None);
+        // Raising either request grows, in canonical units; lowering does not.
+        let cpu_up = with(Some("0.5"), Some("128Mi"));
+        let grown = growth(Some(&base), &cpu_up).unwrap();
+        assert_eq!(
+            grown,
+            Growth::LargerRequests(vec![(QuotaResource::Cpu, "100m".into(), "500m".into())])
+        );
+        assert_eq!(
+            grown.to_string(),
+            "raising the requests per replica (cpu from 100m to 500m)"
+        );
+        let both = growth(Some(&base), &with(Some("200m"), Some("1Gi"))).unwrap();
+        assert_eq!(
+            both.to_string(),
+            "raising the requests per replica (cpu from 100m to 200m, memory from 128Mi to 1Gi)"
+        );
+        assert_eq!(growth(Some(&cpu_up), &base), None);
+        assert_eq!(growth(Some(&base), &with(Some("50m"), Some("64Mi"))), None);
+        // One up and one down is still growth: no prices to weigh them here.
+        assert!(matches!(
+            growth(Some(&base), &with(Some("50m"), Some("256Mi"))),
+            Some(Growth::LargerRequests(ref v)) if v.len() == 1 && v[0].0 == QuotaResource::Memory
+        ));
+        // Left out means the namespace default, so spelling the default out is no
+        // growth, and dropping a request larger than the default is a decrease.
+        let defaults = with(None, None);
+        let explicit = with(Some(DEFAULT_CPU_REQUEST), Some(DEFAULT_MEMORY_REQUEST));
+        assert_eq!(growth(Some(&defaults), &explicit), None);
+        let big = with(Some("2"), Some("4Gi"));
+        assert_eq!(growth(Some(&big), &defaults), None);
+        // Resuming a paused workload starts its replicas; pausing does not grow.
+        let paused = WorkloadSpec {
+            paused: true,
+            ..base.clone()
+        };
+        assert_eq!(growth(Some(&base), &paused), None);
+        assert_eq!(
+            growth(Some(&paused), &base),
+            Some(Growth::Resumed { replicas: 1 })
+        );
+        let none = WorkloadSpec {
+            replicas: 0,
+            ..base.clone()
+        };
+        let paused_none = WorkloadSpec {
+            paused: true,
+            ..none.clone()
+        };
+        assert_eq!(growth(Some(&paused_none), &none), None);
+        // An unparsable request is the validation's to refuse.
+        assert_eq!(growth(Some(&base), &with(Some("lots"), None)), None);
     }
 
     fn workload(spec: WorkloadSpec) -> Workload {

@@ -1,9 +1,9 @@
 //! Month-to-date cost and budgets on the real control plane: the collector's cost pass
 //! writes `Agency.status.cost`, the `BudgetThreshold` condition and one `BudgetThreshold`
-//! Event per threshold; an enforced, spent budget refuses new workloads and scale-ups
-//! at the operator's admission webhook until a platform admin raises it; the collector's
-//! `/metrics` shows each agency's quota, cost and budget used, and drops a deleted
-//! agency's series.
+//! Event per threshold; an enforced, spent budget refuses new workloads, scale-ups and
+//! larger resource requests at the operator's admission webhook until a platform admin
+//! raises it; the collector's `/metrics` shows each agency's quota, cost and budget
+//! used, and drops a deleted agency's series.
 //!
 //! Run under the shared lock: `flock /tmp/govbroker-cluster.lock cargo test -p
 //! govbroker-metering --test costs`.
@@ -24,8 +24,14 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use tokio_util::sync::CancellationToken;
 
+/// A cost pass rates and writes every agency in the cluster, from its own test's ledger
+/// prefix, so the tests here take turns: another test's pass would reset this test's
+/// agency's cost and condition in the middle of its checks.
+static COST_PASSES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn budgets_are_tracked_in_the_agency_status() {
+    let _turn = COST_PASSES.lock().await;
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
@@ -237,7 +243,8 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> anyhow::Result
 }
 
 #[tokio::test]
-async fn an_enforced_budget_refuses_new_workloads_and_scale_ups_until_raised() {
+async fn an_enforced_budget_refuses_new_workloads_scale_ups_and_larger_requests_until_raised() {
+    let _turn = COST_PASSES.lock().await;
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();
@@ -377,6 +384,47 @@ async fn an_enforced_budget_refuses_new_workloads_and_scale_ups_until_raised() {
                     &Patch::Merge(&down),
                 )
                 .await?;
+            // Larger requests per replica: refused, naming what grows; smaller: admitted.
+            let requests = |cpu: &str, memory: &str| {
+                serde_json::json!({"spec": {"resources": {"requests": {"cpu": cpu, "memory": memory}}}})
+            };
+            let message = refusal(
+                workloads
+                    .patch(
+                        "cong-thong-tin",
+                        &PatchParams::default(),
+                        &Patch::Merge(&requests("500m", "128Mi")),
+                    )
+                    .await,
+            )?;
+            for part in [
+                "raising the requests per replica (cpu from 100m to 500m) is refused",
+                &format!("agency {name} has spent 6.000 ₫"),
+                "lowering requests",
+            ] {
+                ensure!(message.contains(part), "{part:?} missing from: {message}");
+            }
+            refusal(
+                workloads
+                    .patch(
+                        "cong-thong-tin",
+                        &PatchParams::default(),
+                        &Patch::Merge(&requests("100m", "1Gi")),
+                    )
+                    .await,
+            )?;
+            let lowered = workloads
+                .patch(
+                    "cong-thong-tin",
+                    &PatchParams::default(),
+                    &Patch::Merge(&requests("50m", "64Mi")),
+                )
+                .await?;
+            ensure!(
+                lowered.spec.resources.requests.cpu.as_ref().map(|q| q.0.as_str()) == Some("50m"),
+                "{:?}",
+                lowered.spec.resources
+            );
 
             // A platform admin raises the budget: new workloads are admitted again, and
             // the agency controller's status write keeps the collector's condition.
@@ -430,6 +478,7 @@ async fn an_enforced_budget_refuses_new_workloads_and_scale_ups_until_raised() {
 
 #[tokio::test]
 async fn a_deleted_agencys_series_leave_the_collector_metrics() {
+    let _turn = COST_PASSES.lock().await;
     let random = std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish();

@@ -1,7 +1,8 @@
 //! Admission of Workloads: only in an agency's namespace, a valid image reference and
 //! sane resources ([`govbroker_domain::workload::validate`]), an image from a
 //! registry the agency's security level allows (the operator's `--image-policy`), and
-//! no new workload or scale-up once the agency's enforced budget is spent.
+//! no new workload, scale-up, resume or larger resource requests once the agency's
+//! enforced budget is spent ([`govbroker_domain::workload::growth`]).
 
 use std::sync::OnceLock;
 
@@ -10,7 +11,7 @@ use futures::future::BoxFuture;
 use govbroker_crds::Workload;
 use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL};
 use govbroker_domain::metering::Day;
-use govbroker_domain::workload::{parse_image, validate as validate_spec};
+use govbroker_domain::workload::{Growth, growth, parse_image, validate as validate_spec};
 use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ValidatingWebhook};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::core::v1::Namespace;
@@ -132,13 +133,16 @@ async fn validate_now(
             ),
         );
     }
-    // An enforced, spent budget stops new workloads and scale-ups, not what runs.
-    let grows = request.operation == Operation::Create
-        || request
-            .old_object
-            .as_ref()
-            .is_some_and(|old| workload.spec.replicas > old.spec.replicas);
-    if grows && let Some(why) = budget_refusal(state, &labels[AGENCY_LABEL]).await {
+    // An enforced, spent budget stops new workloads, scale-ups and larger requests, not
+    // what runs.
+    let growth = match (&request.operation, &request.old_object) {
+        (Operation::Create, _) => growth(None, &workload.spec),
+        (_, Some(old)) => growth(Some(&old.spec), &workload.spec),
+        _ => None,
+    };
+    if let Some(growth) = growth
+        && let Some(why) = budget_refusal(state, &labels[AGENCY_LABEL], &growth).await
+    {
         return refuse(response, Refusal::Forbidden, why);
     }
     // The image policy is checked when the image is chosen; a later policy change does
@@ -190,13 +194,13 @@ pub fn validate_scale(
     Box::pin(async move {
         let response = AdmissionResponse::from(&request);
         let replicas = |s: &Scale| s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
-        let grows = match (&request.object, &request.old_object) {
-            (Some(new), Some(old)) => replicas(new) > replicas(old),
-            _ => false,
+        let growth = match (&request.object, &request.old_object) {
+            (Some(new), Some(old)) if replicas(new) > replicas(old) => Growth::ScaledUp {
+                from: replicas(old),
+                to: replicas(new),
+            },
+            _ => return response,
         };
-        if !grows {
-            return response;
-        }
         let namespace = request.namespace.clone().unwrap_or_default();
         let agency = match agency_namespace(&state.client, &namespace).await {
             Ok(ns) => ns
@@ -211,7 +215,7 @@ pub fn validate_scale(
             }
         };
         match agency {
-            Some(agency) => match budget_refusal(&state, &agency).await {
+            Some(agency) => match budget_refusal(&state, &agency, &growth).await {
                 Some(why) => refuse(response, Refusal::Forbidden, why),
                 None => response,
             },
@@ -220,9 +224,9 @@ pub fn validate_scale(
     })
 }
 
-/// Why the agency's enforced budget refuses growth now
+/// Why the agency's enforced budget refuses `growth` now
 /// ([`govbroker_domain::billing::budget_refusal`]), from the agency cache.
-async fn budget_refusal(state: &WebhookState, agency: &str) -> Option<String> {
+async fn budget_refusal(state: &WebhookState, agency: &str, growth: &Growth) -> Option<String> {
     let agency_object = super::agency::lookup(state, agency).await?;
     let budget = agency_object.spec.budget.as_ref()?;
     let now = std::time::SystemTime::now()
@@ -230,6 +234,7 @@ async fn budget_refusal(state: &WebhookState, agency: &str) -> Option<String> {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     govbroker_domain::billing::budget_refusal(
         agency,
+        growth,
         budget,
         agency_object.status.as_ref().and_then(|s| s.cost.as_ref()),
         Day::of(now).month(),
