@@ -19,22 +19,14 @@ use govbroker_ledger::usage::{AgencyCheckpoint, AgencyCommit, UsageLedger};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 type Billing =
     BillingClient<tonic::service::interceptor::InterceptedService<Channel, support::Bearer>>;
 
 async fn billing(token: &str) -> Result<Billing> {
-    let server = support::server();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&server.ca_pem))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(server.url.clone())?
-        .tls_config(tls)?
-        .connect()
-        .await?;
     Ok(BillingClient::with_interceptor(
-        channel,
+        support::channel().await?,
         support::Bearer(Some(token.to_owned())),
     ))
 }

@@ -13,30 +13,23 @@ use anyhow::{Context as _, Result, bail, ensure};
 use futures::StreamExt as _;
 use govbroker_api::proto;
 use govbroker_api::proto::workloads_client::WorkloadsClient;
-use govbroker_crds::{Agency, Workload};
+use govbroker_crds::Workload;
 use govbroker_e2e::{
-    DEFAULT_TIMEOUT, TestEnv, cluster, eventually, scenario, unique_name, wait_for,
+    DEFAULT_TIMEOUT, TestEnv, cluster, create_agency, eventually, scenario, unique_name,
+    wait_agency_ready,
 };
 use kube::Api;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use serde_json::json;
 use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic::transport::Channel;
 
 type Client = WorkloadsClient<InterceptedService<Channel, support::Bearer>>;
 
 async fn client(token: &str) -> Result<Client> {
-    let server = support::server();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&server.ca_pem))
-        .domain_name("localhost");
-    let channel = Channel::from_shared(server.url.clone())?
-        .tls_config(tls)?
-        .connect()
-        .await?;
     Ok(WorkloadsClient::with_interceptor(
-        channel,
+        support::channel().await?,
         support::Bearer(Some(token.to_owned())),
     ))
 }
@@ -52,36 +45,20 @@ fn code<T>(result: Result<tonic::Response<T>, tonic::Status>) -> Code {
 async fn agency(t: &TestEnv, owner: &str) -> Result<String> {
     let name = unique_name("bo-app");
     let quota = json!({"cpu": "1", "memory": "4Gi", "pods": "10", "services": "3"});
-    let mut agency: Agency = serde_json::from_value(json!({
-        "apiVersion": "govbroker.io/v1alpha1",
-        "kind": "Agency",
-        "metadata": {"name": name},
-        "spec": {
+    create_agency(
+        t,
+        &name,
+        json!({
             "displayName": format!("Cơ quan {name}"),
             "level": "Central",
             "securityLevel": 2,
             "owners": {"users": [owner]},
             "environments": [{"name": "prod", "quota": quota}],
             "quota": quota,
-        },
-    }))?;
-    govbroker_e2e::label_for_test(&mut agency, &t.namespace);
-    let api = Api::<Agency>::all(t.client.clone());
-    api.create(&PostParams::default(), &agency).await?;
-    wait_for(
-        &api,
-        &name,
-        "the agency to be Ready",
-        DEFAULT_TIMEOUT,
-        |a: Option<&Agency>| {
-            a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-        },
+        }),
     )
     .await?;
+    wait_agency_ready(t, &name).await?;
     Ok(name)
 }
 

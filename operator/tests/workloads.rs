@@ -9,14 +9,15 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use govbroker_crds::{
-    Agency, ClaimBinding, ClaimPhase, CpuMemory, DataServiceClaim, InjectAs,
-    ROTATE_PASSWORD_ANNOTATION, Workload, WorkloadPhase, WorkloadPort, WorkloadSpec,
+    ClaimBinding, ClaimPhase, CpuMemory, DataServiceClaim, InjectAs, ROTATE_PASSWORD_ANNOTATION,
+    Workload, WorkloadPhase, WorkloadPort, WorkloadSpec,
 };
 use govbroker_domain::data_services::instance_names;
 use govbroker_domain::workload::BINDINGS_DIGEST_ANNOTATION;
 use govbroker_e2e::data_services::{agency_for_claims, delete_local_class, local_class};
 use govbroker_e2e::{
-    DEFAULT_TIMEOUT, TestEnv, eventually, operator, scenario, unique_name, wait_for,
+    DEFAULT_TIMEOUT, TestEnv, create_agency, eventually, operator, scenario, unique_name,
+    wait_agency_ready, wait_for,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -40,38 +41,19 @@ fn q(v: &str) -> Option<Quantity> {
 async fn agency(t: &TestEnv, security: u8, cpu: &str, memory: &str, pods: &str) -> Result<String> {
     let name = unique_name("bo-wl");
     let quota = serde_json::json!({"cpu": cpu, "memory": memory, "pods": pods, "services": "3"});
-    // From JSON, so fields added to the type later need no change here.
-    let mut a: Agency = serde_json::from_value(serde_json::json!({
-        "apiVersion": "govbroker.io/v1alpha1",
-        "kind": "Agency",
-        "metadata": {"name": name},
-        "spec": {
+    create_agency(
+        t,
+        &name,
+        serde_json::json!({
             "displayName": format!("Bộ thử nghiệm {name}"),
             "level": "Central",
             "securityLevel": security,
             "environments": [{"name": "prod", "quota": quota}],
             "quota": quota,
-        },
-    }))?;
-    govbroker_e2e::label_for_test(&mut a, &t.namespace);
-    let api = Api::<Agency>::all(t.client.clone());
-    api.create(&PostParams::default(), &a)
-        .await
-        .context("creating the agency")?;
-    wait_for(
-        &api,
-        &name,
-        "the agency to be Ready",
-        DEFAULT_TIMEOUT,
-        |a: Option<&Agency>| {
-            a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
-                s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-        },
+        }),
     )
     .await?;
+    wait_agency_ready(t, &name).await?;
     Ok(format!("{name}-prod"))
 }
 

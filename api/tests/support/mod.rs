@@ -44,16 +44,21 @@ pub fn server() -> &'static ApiServer {
     api_server()
 }
 
-/// gRPC clients over TLS for the bearer of `token` (none: anonymous).
-pub async fn grpc(token: Option<&str>) -> Result<Grpc> {
+/// A TLS channel to the API, trusting its CA.
+pub async fn channel() -> Result<Channel> {
     let server = server();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&server.ca_pem))
         .domain_name("localhost");
-    let channel = Channel::from_shared(server.url.clone())?
+    Ok(Channel::from_shared(server.url.clone())?
         .tls_config(tls)?
         .connect()
-        .await?;
+        .await?)
+}
+
+/// gRPC clients over TLS for the bearer of `token` (none: anonymous).
+pub async fn grpc(token: Option<&str>) -> Result<Grpc> {
+    let channel = channel().await?;
     let bearer = Bearer(token.map(str::to_owned));
     Ok(Grpc {
         agencies: AgenciesClient::with_interceptor(channel.clone(), bearer.clone()),

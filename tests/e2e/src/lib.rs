@@ -464,6 +464,46 @@ pub fn label_for_test(agency: &mut govbroker_crds::Agency, test_namespace: &str)
         .insert(TEST_LABEL.to_owned(), test_namespace.to_owned());
 }
 
+/// Creates the Agency `name` with `spec` (the Agency's `spec` as JSON, so that fields
+/// added to the type later need no change in tests), labelled for the test so that
+/// [`scenario`] deletes it.
+pub async fn create_agency(t: &TestEnv, name: &str, spec: serde_json::Value) -> Result<()> {
+    let mut agency: govbroker_crds::Agency = serde_json::from_value(serde_json::json!({
+        "apiVersion": "govbroker.io/v1alpha1",
+        "kind": "Agency",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))?;
+    label_for_test(&mut agency, &t.namespace);
+    Api::<govbroker_crds::Agency>::all(t.client.clone())
+        .create(&PostParams::default(), &agency)
+        .await
+        .with_context(|| format!("creating agency {name}"))?;
+    Ok(())
+}
+
+/// Whether an Agency's `Ready` condition is True.
+pub fn agency_is_ready(agency: Option<&govbroker_crds::Agency>) -> bool {
+    agency.and_then(|a| a.status.as_ref()).is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    })
+}
+
+/// Waits until the Agency `name` is Ready (see [`agency_is_ready`]).
+pub async fn wait_agency_ready(t: &TestEnv, name: &str) -> Result<()> {
+    wait_for(
+        &Api::<govbroker_crds::Agency>::all(t.client.clone()),
+        name,
+        "the agency to be Ready",
+        DEFAULT_TIMEOUT,
+        agency_is_ready,
+    )
+    .await?;
+    Ok(())
+}
+
 /// Deletes the test's agencies with their subtrees (cascade annotation set first).
 async fn delete_test_agencies(client: &Client, test_namespace: &str) {
     let api = Api::<govbroker_crds::Agency>::all(client.clone());
