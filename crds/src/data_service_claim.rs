@@ -122,6 +122,11 @@ pub struct DataServiceClaimStatus {
     /// measured with the key count, against the plan's `memory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<i64>,
+    /// The PostgreSQL extensions of `parameters` the broker has created in the claim's
+    /// database. A reconcile creates only those missing from this list, so a settled
+    /// claim opens no session to its database for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<String>,
     /// What happened, in words a person can act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

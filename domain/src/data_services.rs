@@ -517,13 +517,19 @@ pub fn database_settings(
     Ok(statements)
 }
 
-/// `CREATE EXTENSION IF NOT EXISTS` for each chosen extension; run connected to the
-/// claim's database. Extensions no longer asked for are left in place: dropping one
-/// could drop the agency's columns that use its types.
-pub fn create_extensions(parameters: &PostgresParameters) -> Result<Vec<String>, UnsafeText> {
+/// `CREATE EXTENSION IF NOT EXISTS` for each chosen extension that `created` (what the
+/// claim's status records as already created in its database; empty for a database just
+/// created) does not hold; run connected to the claim's database. None when every one is
+/// there, so a settled claim needs no session to its database. Extensions no longer asked
+/// for are left in place: dropping one could drop the agency's columns that use its types.
+pub fn create_extensions(
+    parameters: &PostgresParameters,
+    created: &[String],
+) -> Result<Vec<String>, UnsafeText> {
     parameters
         .extensions
         .iter()
+        .filter(|name| !created.contains(name))
         .map(|name| {
             Ok(format!(
                 "CREATE EXTENSION IF NOT EXISTS {}",
@@ -839,11 +845,19 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(
-            create_extensions(&checked).unwrap(),
+            create_extensions(&checked, &[]).unwrap(),
             [
                 "CREATE EXTENSION IF NOT EXISTS \"unaccent\"",
                 "CREATE EXTENSION IF NOT EXISTS \"pg_trgm\""
             ]
+        );
+        // Already created (as the status records): nothing to run, no session needed.
+        let created = ["pg_trgm", "unaccent"].map(str::to_owned);
+        assert!(create_extensions(&checked, &created).unwrap().is_empty());
+        // One added to the parameters: only that one.
+        assert_eq!(
+            create_extensions(&checked, &created[1..]).unwrap(),
+            ["CREATE EXTENSION IF NOT EXISTS \"pg_trgm\""]
         );
 
         let unknown = postgres_parameters(&parameters(&[("encoding", "LATIN1")])).unwrap_err();

@@ -271,6 +271,7 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
                     s.observed_generation == generation
                         && s.phase == Some(ClaimPhase::Ready)
                         && s.conditions.iter().any(|c| c.type_ == "WithinPlan" && c.status == "True")
+                        && s.extensions == ["unaccent"]
                 })
             })
             .await?;
@@ -280,6 +281,20 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
             ensure!(zone == "Asia/Ho_Chi_Minh", "timezone {zone}");
             let plain: String = owner.query_one("SELECT unaccent('Nguyễn Văn A')", &[]).await.context("the unaccent extension")?.get(0);
             ensure!(plain == "Nguyen Van A", "unaccent gave {plain}");
+            // The status remembers what was created, so later reconciles skip it; an
+            // extension added to the parameters is still created.
+            let patched = claims(&t, &ns)
+                .patch("ho-so", &PatchParams::default(), &Patch::Merge(json!({"spec": {"parameters": {"extensions": "unaccent,pg_trgm"}}})))
+                .await?;
+            let generation = patched.metadata.generation;
+            wait_for(&claims(&t, &ns), "ho-so", "pg_trgm to be created", DEFAULT_TIMEOUT, move |c: Option<&DataServiceClaim>| {
+                c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+                    s.observed_generation == generation && s.phase == Some(ClaimPhase::Ready) && s.extensions == ["unaccent", "pg_trgm"]
+                })
+            })
+            .await?;
+            let alike: f32 = owner.query_one("SELECT similarity('Nguyễn Văn A', 'Nguyễn Văn B')", &[]).await.context("the pg_trgm extension")?.get(0);
+            ensure!(alike > 0.5, "similarity {alike}");
             let limit: i32 = pg.query_one("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", &[&names.role]).await?.get(0);
             ensure!(limit == 5, "connection limit {limit}, want 5");
 

@@ -314,27 +314,27 @@ async fn provision(
                 &names,
                 &password,
                 &claim.spec.parameters,
+                &previous.extensions,
                 limits,
                 sample,
             )
             .await
         }
-        DataServiceEngine::Redis => {
-            provision_redis(
-                &target,
-                &names,
-                &password,
-                &claim.spec.parameters,
-                limits,
-                last_measured,
-                sample,
-            )
-            .await
-        }
+        DataServiceEngine::Redis => provision_redis(
+            &target,
+            &names,
+            &password,
+            &claim.spec.parameters,
+            limits,
+            last_measured,
+            sample,
+        )
+        .await
+        .map(|measured| (measured, Vec::new())),
     };
-    let used = match outcome {
+    let (used, extensions) = match outcome {
         // A measurement not due this time keeps the last one.
-        Ok(measured) => measured.unwrap_or(last_measured),
+        Ok((measured, extensions)) => (measured.unwrap_or(last_measured), extensions),
         Err(problem) => return report(claim, state, api, Some(&target), problem).await,
     };
     let over = over_plan(limits, used);
@@ -446,6 +446,7 @@ async fn provision(
         storage_bytes: used.storage_bytes,
         keys: used.keys,
         memory_bytes: used.memory_bytes,
+        extensions,
         message: Some(message.clone()),
         conditions: vec![
             condition(claim, true, "Provisioned", &message),
@@ -543,6 +544,7 @@ async fn report(
         storage_bytes: previous.storage_bytes,
         keys: previous.keys,
         memory_bytes: previous.memory_bytes,
+        extensions: previous.extensions,
         message: Some(message.clone()),
         conditions: vec![condition(claim, false, reason, &message)],
     };
@@ -763,17 +765,19 @@ fn invalid_parameter(e: &govbroker_domain::data_services::ParameterError) -> Pro
 }
 
 /// Creates (or brings back to the plan) the role and database with the claim's settings
-/// and extensions; measures the database's size when `sample` asks for it, and suspends
-/// the role's writes while the database is over the plan's storage (resumes them once
-/// it is back within). Returns the measurement, if one was taken.
+/// and extensions (those not in `created`, what the status records); measures the
+/// database's size when `sample` asks for it, and suspends the role's writes while the
+/// database is over the plan's storage (resumes them once it is back within). Returns
+/// the measurement, if one was taken, and the extensions now created, for the status.
 async fn provision_postgres(
     target: &Target,
     names: &InstanceNames,
     password: &str,
     parameters: &BTreeMap<String, String>,
+    created: &[String],
     plan: MeasuredLimits<'_>,
     sample: bool,
-) -> Result<Option<MeasuredUse>, Problem> {
+) -> Result<(Option<MeasuredUse>, Vec<String>), Problem> {
     let parameters = postgres_parameters(parameters).map_err(|e| invalid_parameter(&e))?;
     let pg = postgres(target, "postgres").await?;
     let limits = PostgresLimits {
@@ -803,7 +807,9 @@ async fn provision_postgres(
             })?;
         }
     }
-    configure_database(target, &pg, names, &parameters).await?;
+    // A database just created has none of the extensions the status may remember.
+    let created = if database_exists { created } else { &[] };
+    configure_database(target, &pg, names, &parameters, created).await?;
     let measured = if sample {
         let size = pg
             .query_one("SELECT pg_database_size($1)", &[&names.database])
@@ -838,16 +844,18 @@ async fn provision_postgres(
             }
         }
     }
-    Ok(measured)
+    Ok((measured, parameters.extensions))
 }
 
 /// Gives the claim's database exactly the settings and (added) extensions of its
-/// parameters. Extensions are created connected to the database itself.
+/// parameters. Extensions not yet `created` are created connected to the database
+/// itself; when there are none, no session to it is opened.
 async fn configure_database(
     target: &Target,
     pg: &tokio_postgres::Client,
     names: &InstanceNames,
     parameters: &PostgresParameters,
+    created: &[String],
 ) -> Result<(), Problem> {
     let current: Vec<String> = pg
         .query_one(DATABASE_SETTINGS, &[&names.database])
@@ -861,7 +869,7 @@ async fn configure_database(
             .await
             .map_err(|e| sql_failed(&format!("setting up database \"{}\"", names.database), &e))?;
     }
-    let extensions = create_extensions(parameters).map_err(|e| unsafe_text(&e))?;
+    let extensions = create_extensions(parameters, created).map_err(|e| unsafe_text(&e))?;
     if extensions.is_empty() {
         return Ok(());
     }
