@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use kube::Client;
 
+use crate::events::Events;
 use crate::{Metrics, Readiness, Settings};
 
 /// What every controller needs, built once at start-up after the API server answered
@@ -20,6 +21,8 @@ pub struct Context {
     pub settings: Arc<Settings>,
     /// What `/readyz` answers; the webhook reports when it is configured.
     pub readiness: Readiness,
+    /// The one Event recorder of every controller.
+    pub events: Events,
 }
 
 impl Context {
@@ -31,6 +34,7 @@ impl Context {
         readiness: Readiness,
     ) -> Self {
         Self {
+            events: Events::new(client.clone()),
             client,
             metrics,
             settings,

@@ -16,6 +16,7 @@ pub mod connect;
 pub mod context;
 pub mod controllers;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod readiness;

@@ -8,7 +8,9 @@ use govbroker_crds::{
     Agency, AgencyLevel, AgencySpec, DecisionOutcome, Environment, Owners, QuotaDecision,
     QuotaRequest, QuotaRequestPhase, QuotaRequestSpec, ResourceAmounts,
 };
-use govbroker_e2e::{DEFAULT_TIMEOUT, TestEnv, operator, scenario, unique_name, wait_for};
+use govbroker_e2e::{
+    DEFAULT_TIMEOUT, TestEnv, operator, scenario, unique_name, wait_event, wait_for,
+};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, LimitRange, Namespace, Pod, PodSpec, PodTemplateSpec, ResourceQuota,
@@ -582,6 +584,10 @@ async fn quota_requests_are_decided_by_the_parents_owners_only() {
             status.decided_by
         );
         ensure!(status.decided_at.is_some(), "no decision time");
+        // The decision is an Event on the request and on the agency (both cluster-scoped,
+        // so their Events are in `default`).
+        wait_event(&t, "default", "QuotaRequest", &ask, "QuotaApproved").await?;
+        wait_event(&t, "default", "Agency", &province, "QuotaApproved").await?;
         let updated = tree.api.get(&province).await?;
         ensure!(
             updated.spec.quota.cpu == q("4"),

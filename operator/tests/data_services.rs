@@ -11,7 +11,8 @@ use govbroker_crds::{
 use govbroker_domain::data_services::{drop_instance, instance_names};
 use govbroker_e2e::data_services::{admin_secret, agency_for_claims, redis_connection_info};
 use govbroker_e2e::{
-    DEFAULT_TIMEOUT, TEST_LABEL, TestEnv, eventually, operator, scenario, unique_name, wait_for,
+    DEFAULT_TIMEOUT, TEST_LABEL, TestEnv, eventually, operator, scenario, unique_name, wait_event,
+    wait_for,
 };
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -275,6 +276,10 @@ async fn postgres_claims_get_closed_databases_and_retain_or_drop_them() {
                 })
             })
             .await?;
+            // Each transition is an Event on the claim.
+            for reason in ["Provisioned", "OverPlan", "WithinPlan"] {
+                wait_event(&t, &ns, "DataServiceClaim", "ho-so", reason).await?;
+            }
             let owner = connect(&as_binding(&b, &b["database"])?).await.context("the claim's credentials connect")?;
             owner.batch_execute("CREATE TABLE ho_so (id int, ten text); INSERT INTO ho_so VALUES (1, 'Nguyễn Văn A')").await.context("writing once within the plan")?;
             let zone: String = owner.query_one("SHOW timezone", &[]).await?.get(0);
@@ -833,6 +838,7 @@ async fn a_share_lets_the_consumer_read_not_write_until_revoked_or_expired() {
             ensure!(by.as_deref() == Some("chu-a@test.gov.vn"), "approvedBy {by:?}");
 
             let granted = share_phase(&t, &revoked_name, DataSharePhase::Granted).await?;
+            wait_event(&t, "default", "DataShare", &revoked_name, "Granted").await?;
             let status = granted.status.context("no status")?;
             ensure!(status.granted_by.as_deref() == Some("chu-a@test.gov.vn"), "grantedBy {:?}", status.granted_by);
             let reader = share_binding(&t, &consumer_ns, &revoked_name).await?;

@@ -17,11 +17,11 @@ use govbroker_domain::workload::BINDINGS_DIGEST_ANNOTATION;
 use govbroker_e2e::data_services::{agency_for_claims, delete_local_class, local_class};
 use govbroker_e2e::{
     DEFAULT_TIMEOUT, TestEnv, create_agency, eventually, operator, scenario, unique_name,
-    wait_agency_ready, wait_for,
+    wait_agency_ready, wait_event, wait_for,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -125,27 +125,7 @@ async fn running_pods(t: &TestEnv, namespace: &str, name: &str) -> Result<Vec<Po
 
 /// Waits until an Event with `reason` is recorded on the workload `name`; returns its note.
 async fn event(t: &TestEnv, namespace: &str, name: &str, reason: &str) -> Result<String> {
-    let events = Api::<Event>::namespaced(t.client.clone(), namespace);
-    let selector =
-        format!("involvedObject.kind=Workload,involvedObject.name={name},reason={reason}");
-    eventually(
-        &format!("a {reason} Event on workload {name}"),
-        DEFAULT_TIMEOUT,
-        || {
-            let (events, selector) = (events.clone(), selector.clone());
-            async move {
-                let list = events
-                    .list(&ListParams::default().fields(&selector))
-                    .await?;
-                Ok(list
-                    .items
-                    .into_iter()
-                    .next()
-                    .map(|e| e.message.unwrap_or_default()))
-            }
-        },
-    )
-    .await
+    wait_event(t, namespace, "Workload", name, reason).await
 }
 
 async fn scale(api: &Api<Workload>, name: &str, replicas: i32) -> Result<()> {

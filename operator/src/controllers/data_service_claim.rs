@@ -34,7 +34,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -60,7 +60,6 @@ pub const CLAIM_LABEL: &str = "govbroker.io/data-service-claim";
 
 struct State {
     ctx: Arc<Context>,
-    recorder: Recorder,
     /// Consecutive failures per claim, for the retry backoff.
     failures: Backoff<DataServiceClaim>,
     /// When each claim's database size was last measured.
@@ -114,16 +113,8 @@ fn applier(state: &State) -> Applier<'_> {
 
 /// Runs the broker until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), Error> {
-    let recorder = Recorder::new(
-        ctx.client.clone(),
-        Reporter {
-            controller: "govbroker".to_owned(),
-            instance: None,
-        },
-    );
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        recorder,
         failures: Backoff::default(),
         sampling: Sampling::default(),
     });
@@ -460,51 +451,49 @@ async fn provision(
         .is_none_or(|c| c.status == "True");
     let became_ready = previous.phase != Some(ClaimPhase::Ready);
     write_status(claim, state, api, status).await?;
+    let events = &state.ctx.events;
     if rotate && !became_ready {
         info!(claim = %claim.name_any(), %namespace, "password rotated");
-        publish(
-            state,
-            claim,
-            EventType::Normal,
-            "PasswordRotated",
-            format!("a new password is in Secret \"{}\"", binding_name(claim)),
-            "RotatePassword",
-        )
-        .await;
+        let note = format!("a new password is in Secret \"{}\"", binding_name(claim));
+        events
+            .publish(
+                claim,
+                EventType::Normal,
+                "PasswordRotated",
+                note,
+                "RotatePassword",
+            )
+            .await;
     }
     if was_within && within_plan.status == "False" {
         warn!(claim = %claim.name_any(), %namespace, message = %within_plan.message, "claim over its plan; writes suspended");
-        publish(
-            state,
-            claim,
-            EventType::Warning,
-            "OverPlan",
-            within_plan.message.clone(),
-            "SuspendWrites",
-        )
-        .await;
+        let note = within_plan.message.clone();
+        events
+            .publish(claim, EventType::Warning, "OverPlan", note, "SuspendWrites")
+            .await;
     } else if !was_within && within_plan.status == "True" {
         info!(claim = %claim.name_any(), %namespace, "claim back within its plan; writes allowed");
-        publish(
-            state,
-            claim,
-            EventType::Normal,
-            "WithinPlan",
-            "the instance is back within its plan; writes are allowed again".to_owned(),
-            "ResumeWrites",
-        )
-        .await;
+        let note = "the instance is back within its plan; writes are allowed again";
+        events
+            .publish(
+                claim,
+                EventType::Normal,
+                "WithinPlan",
+                note.to_owned(),
+                "ResumeWrites",
+            )
+            .await;
     }
     if became_ready {
-        publish(
-            state,
-            claim,
-            EventType::Normal,
-            "Provisioned",
-            message,
-            "Provision",
-        )
-        .await;
+        events
+            .publish(
+                claim,
+                EventType::Normal,
+                "Provisioned",
+                message,
+                "Provision",
+            )
+            .await;
     }
     state.failures.reset(claim);
     Ok(Action::requeue(Duration::from_secs(600)))
@@ -549,15 +538,11 @@ async fn report(
         conditions: vec![condition(claim, false, reason, &message)],
     };
     if write_status(claim, state, api, status).await? {
-        publish(
-            state,
-            claim,
-            EventType::Warning,
-            reason,
-            message,
-            "Provision",
-        )
-        .await;
+        state
+            .ctx
+            .events
+            .publish(claim, EventType::Warning, reason, message, "Provision")
+            .await;
     }
     Ok(Action::requeue(delay))
 }
@@ -620,26 +605,6 @@ async fn write_status(
     }
 }
 
-async fn publish(
-    state: &State,
-    claim: &DataServiceClaim,
-    type_: EventType,
-    reason: &str,
-    note: String,
-    action: &str,
-) {
-    let event = Event {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: action.to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = state.recorder.publish(&event, &claim.object_ref(&())).await {
-        warn!(error = %e, "could not record an event on the claim");
-    }
-}
-
 async fn delete(
     claim: &DataServiceClaim,
     state: &State,
@@ -658,15 +623,17 @@ async fn delete(
         Ok(target) => Some(target),
         // Nothing to reach: the class is gone, or points nowhere the broker can go.
         Err(Problem::Failed { message, .. }) => {
-            publish(
-                state,
-                claim,
-                EventType::Warning,
-                "CleanupSkipped",
-                format!("nothing was cleaned up on a server: {message}"),
-                "Delete",
-            )
-            .await;
+            state
+                .ctx
+                .events
+                .publish(
+                    claim,
+                    EventType::Warning,
+                    "CleanupSkipped",
+                    format!("nothing was cleaned up on a server: {message}"),
+                    "Delete",
+                )
+                .await;
             None
         }
         Err(Problem::Unavailable { reason, message }) => {
@@ -706,7 +673,11 @@ async fn delete(
             ),
         };
         info!(claim = %claim.name_any(), %namespace, ?policy, "instance cleaned up");
-        publish(state, claim, EventType::Normal, "CleanedUp", note, "Delete").await;
+        state
+            .ctx
+            .events
+            .publish(claim, EventType::Normal, "CleanedUp", note, "Delete")
+            .await;
     }
     let finalizers: Vec<String> = claim
         .finalizers()
@@ -751,7 +722,11 @@ async fn report_deleting(
         ..previous
     };
     if write_status(claim, state, api, status).await? {
-        publish(state, claim, EventType::Warning, reason, message, "Delete").await;
+        state
+            .ctx
+            .events
+            .publish(claim, EventType::Warning, reason, message, "Delete")
+            .await;
     }
     Ok(Action::requeue(delay))
 }

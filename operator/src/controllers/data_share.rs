@@ -30,7 +30,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -62,22 +62,13 @@ const RESYNC: Duration = Duration::from_secs(600);
 
 struct State {
     ctx: Arc<Context>,
-    recorder: Recorder,
     failures: Backoff<DataShare>,
 }
 
 /// Runs the share controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), Error> {
-    let recorder = Recorder::new(
-        ctx.client.clone(),
-        Reporter {
-            controller: "govbroker".to_owned(),
-            instance: None,
-        },
-    );
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        recorder,
         failures: Backoff::default(),
     });
     // A share's Secrets live in namespaces while the share is cluster-scoped: they are
@@ -693,16 +684,11 @@ async fn write_status(
         } else {
             EventType::Warning
         };
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(message.to_owned()),
-            action: "Share".to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = state.recorder.publish(&event, &share.object_ref(&())).await {
-            warn!(error = %e, "could not record an event on the share");
-        }
+        state
+            .ctx
+            .events
+            .publish(share, type_, reason, message.to_owned(), "Share")
+            .await;
     }
     Ok(())
 }

@@ -15,9 +15,9 @@ use govbroker_crds::{
 use govbroker_domain::quantity::Amounts;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::{Controller, watcher};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -33,22 +33,11 @@ pub const FIELD_MANAGER: &str = "govbroker-quota-requests";
 
 struct State {
     ctx: Arc<Context>,
-    recorder: Recorder,
 }
 
 /// Runs the quota-request controller until `shutdown` is cancelled.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), Error> {
-    let recorder = Recorder::new(
-        ctx.client.clone(),
-        Reporter {
-            controller: "govbroker".to_owned(),
-            instance: None,
-        },
-    );
-    let state = Arc::new(State {
-        ctx: ctx.clone(),
-        recorder,
-    });
+    let state = Arc::new(State { ctx: ctx.clone() });
     Controller::new(
         Api::<QuotaRequest>::all(ctx.client.clone()),
         watcher::Config::default().any_semantic(),
@@ -164,23 +153,16 @@ async fn reconcile(qr: Arc<QuotaRequest>, state: Arc<State>) -> Result<Action, E
             .await?;
     }
     if let Some((type_, reason, note)) = event {
-        let ev = Event {
-            type_,
-            reason: reason.to_owned(),
-            note,
-            action: "Decide".to_owned(),
-            secondary: None,
-        };
         // Events are best effort: a lost one must not undo a decision already applied.
-        if let Err(e) = state.recorder.publish(&ev, &qr.object_ref(&())).await {
-            warn!(error = %e, "could not record the decision event on the request");
-        }
+        let events = &state.ctx.events;
+        events
+            .publish(qr.as_ref(), type_, reason, note.clone(), "Decide")
+            .await;
         if let Ok(Some(agency)) = Api::<Agency>::all(state.ctx.client.clone())
             .get_opt(agency_name)
             .await
-            && let Err(e) = state.recorder.publish(&ev, &agency.object_ref(&())).await
         {
-            warn!(error = %e, "could not record the decision event on the agency");
+            events.publish(&agency, type_, reason, note, "Decide").await;
         }
     }
     Ok(Action::await_change())

@@ -36,7 +36,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt as _, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -122,7 +122,6 @@ struct State {
     budgets: Store<PartialObjectMeta<PodDisruptionBudget>>,
     /// The binding Secrets the broker writes (labelled with their claim).
     secrets: Store<Secret>,
-    recorder: Recorder,
     ready: crate::cache::Ready,
     failures: Mutex<HashMap<ObjectRef<Workload>, u32>>,
 }
@@ -292,13 +291,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         }
     };
 
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "govbroker".to_owned(),
-            instance: None,
-        },
-    );
     let state = Arc::new(State {
         ctx: ctx.clone(),
         policy: ctx.settings.image_policy.clone(),
@@ -308,7 +300,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         services,
         budgets,
         secrets,
-        recorder,
         ready,
         failures: Mutex::new(HashMap::new()),
     });
@@ -423,29 +414,22 @@ async fn reconcile(w: Arc<Workload>, state: Arc<State>) -> Result<Action, Error>
 /// Records an Event on the workload without holding up the reconcile; a failure to
 /// record is logged, never retried.
 fn publish(state: &State, w: &Workload, event: domain::WorkloadEvent) {
-    let recorder = state.recorder.clone();
-    let reference = w.object_ref(&());
     let action = match event.reason {
         "Scaled" => "Scale",
         "BindingsChanged" => "Restart",
         _ => "Reconcile",
     };
-    tokio::spawn(async move {
-        let event = Event {
-            type_: if event.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: event.reason.to_owned(),
-            note: Some(event.note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            warn!(error = %e, "could not record an event on the workload");
-        }
-    });
+    let type_ = if event.warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
+    };
+    tokio::spawn(
+        state
+            .ctx
+            .events
+            .publish(w, type_, event.reason, event.note, action),
+    );
 }
 
 /// A digest of the binding Secrets' data, in the order of the spec's claims: what the

@@ -504,6 +504,37 @@ pub async fn wait_agency_ready(t: &TestEnv, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits until an Event with `reason` is recorded on the object `kind`/`name` in
+/// `namespace` (`default` for a cluster-scoped object); returns its note.
+pub async fn wait_event(
+    t: &TestEnv,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+    reason: &str,
+) -> Result<String> {
+    let events = Api::<Event>::namespaced(t.client.clone(), namespace);
+    let selector = format!("involvedObject.kind={kind},involvedObject.name={name},reason={reason}");
+    eventually(
+        &format!("a {reason} Event on {kind} {name}"),
+        DEFAULT_TIMEOUT,
+        || {
+            let (events, selector) = (events.clone(), selector.clone());
+            async move {
+                let list = events
+                    .list(&ListParams::default().fields(&selector))
+                    .await?;
+                Ok(list
+                    .items
+                    .into_iter()
+                    .next()
+                    .map(|e| e.message.unwrap_or_default()))
+            }
+        },
+    )
+    .await
+}
+
 /// Deletes the test's agencies with their subtrees (cascade annotation set first).
 async fn delete_test_agencies(client: &Client, test_namespace: &str) {
     let api = Api::<govbroker_crds::Agency>::all(client.clone());
