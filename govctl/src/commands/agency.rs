@@ -2,7 +2,7 @@
 
 use govbroker_api::proto::{self, Agency, ResourceAmounts};
 
-use super::{gather, more_hint};
+use super::{Listed, gather, print_list};
 use crate::cli::{AgencyCommand, AgencyGetArgs, AgencyListArgs, AgencyTreeArgs};
 use crate::connect::Connection;
 use crate::error::Failure;
@@ -37,11 +37,7 @@ async fn list(conn: &Connection, args: AgencyListArgs, format: Format) -> Result
             ..template.clone()
         };
         async move {
-            let page = client
-                .list_agencies(request)
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+            let page = conn.answer(client.list_agencies(request)).await?;
             Ok((page.agencies, page.next_page_token))
         }
     })
@@ -50,38 +46,39 @@ async fn list(conn: &Connection, args: AgencyListArgs, format: Format) -> Result
         agencies: gathered.items,
         next_page_token: gathered.next_page_token,
     };
-    print(format, &response, || {
-        list_table(&response.agencies, jiff::Timestamp::now())
-    })?;
-    if format == Format::Table {
-        if response.agencies.is_empty() {
-            eprintln!("no agencies you may read match");
-        }
-        more_hint("agencies", &response.next_page_token);
-    }
-    Ok(())
+    print_list(
+        format,
+        &response,
+        || list_table(&response.agencies, jiff::Timestamp::now()),
+        Listed {
+            count: response.agencies.len(),
+            next_page_token: &response.next_page_token,
+            none: "no agencies you may read match",
+            what: "agencies",
+        },
+    )
 }
 
 async fn get(conn: &Connection, args: AgencyGetArgs, format: Format) -> Result<(), Failure> {
     let agency = conn
-        .agencies()
-        .get_agency(proto::GetAgencyRequest { name: args.name })
-        .await
-        .map_err(|s| conn.fail(s))?
-        .into_inner();
+        .answer(
+            conn.agencies()
+                .get_agency(proto::GetAgencyRequest { name: args.name }),
+        )
+        .await?;
     print(format, &agency, || describe(&agency))
 }
 
 async fn tree(conn: &Connection, args: AgencyTreeArgs, format: Format) -> Result<(), Failure> {
     let tree = conn
-        .agencies()
-        .get_agency_tree(proto::GetAgencyTreeRequest {
-            name: args.name,
-            max_depth: args.depth.unwrap_or(0),
-        })
-        .await
-        .map_err(|s| conn.fail(s))?
-        .into_inner();
+        .answer(
+            conn.agencies()
+                .get_agency_tree(proto::GetAgencyTreeRequest {
+                    name: args.name,
+                    max_depth: args.depth.unwrap_or(0),
+                }),
+        )
+        .await?;
     print(format, &tree, || tree_table(&tree))
 }
 

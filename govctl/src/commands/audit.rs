@@ -4,7 +4,7 @@ use govbroker_api::proto;
 use govbroker_ledger::{Actor, AuditRecord, ChainBreak, ChainVerifier, Outcome, Target};
 use serde::Serialize;
 
-use super::{MAX_PAGE, gather, more_hint};
+use super::{Listed, MAX_PAGE, gather, print_list};
 use crate::cli::{AuditCommand, AuditListArgs, AuditVerifyArgs, Checkpoint};
 use crate::connect::Connection;
 use crate::error::{Failure, exit};
@@ -66,11 +66,7 @@ async fn list(conn: &Connection, args: AuditListArgs, format: Format) -> Result<
             ..template.clone()
         };
         async move {
-            let page = client
-                .list_audit_records(request)
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+            let page = conn.answer(client.list_audit_records(request)).await?;
             Ok((page.records, page.next_page_token))
         }
     })
@@ -80,14 +76,17 @@ async fn list(conn: &Connection, args: AuditListArgs, format: Format) -> Result<
         next_page_token: gathered.next_page_token,
         ..Default::default()
     };
-    print(format, &response, || table(&response.records))?;
-    if format == Format::Table {
-        if response.records.is_empty() {
-            eprintln!("no audit records match");
-        }
-        more_hint("audit records", &response.next_page_token);
-    }
-    Ok(())
+    print_list(
+        format,
+        &response,
+        || table(&response.records),
+        Listed {
+            count: response.records.len(),
+            next_page_token: &response.next_page_token,
+            none: "no audit records match",
+            what: "audit records",
+        },
+    )
 }
 
 /// The table of `audit list`.
@@ -244,15 +243,13 @@ async fn verify(conn: &Connection, args: AuditVerifyArgs, format: Format) -> Res
     let mut token = String::new();
     // Paging by hand: a break stops fetching, and nothing is kept in memory.
     loop {
-        let page = client
-            .list_audit_records(proto::ListAuditRecordsRequest {
+        let page = conn
+            .answer(client.list_audit_records(proto::ListAuditRecordsRequest {
                 page_size: MAX_PAGE,
                 page_token: token.clone(),
                 ..Default::default()
-            })
-            .await
-            .map_err(|s| conn.fail(s))?
-            .into_inner();
+            }))
+            .await?;
         if !check.push(&page.records) || page.next_page_token.is_empty() {
             break;
         }

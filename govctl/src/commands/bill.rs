@@ -268,26 +268,22 @@ pub async fn run(conn: &Connection, command: BillCommand, format: Format) -> Res
     let mut client = conn.billing();
     match command {
         BillCommand::Show(args) => {
-            let bill = client
-                .get_bill(proto::GetBillRequest {
+            let bill = conn
+                .answer(client.get_bill(proto::GetBillRequest {
                     agency: args.which.agency,
                     month: args.which.month.unwrap_or_default(),
                     price_list_revision: args.price_list_revision.unwrap_or(0),
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+                }))
+                .await?;
             print(format, &bill, || bill_table(&bill))
         }
         BillCommand::List(args) => {
-            let list = client
-                .list_bills(proto::ListBillsRequest {
+            let list = conn
+                .answer(client.list_bills(proto::ListBillsRequest {
                     agency: args.agency,
                     month: args.month.unwrap_or_default(),
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+                }))
+                .await?;
             print(format, &list, || {
                 let mut table = Table::new(&["agency", "parent", "own", "subtree", "name"]);
                 for b in &list.bills {
@@ -307,20 +303,20 @@ pub async fn run(conn: &Connection, command: BillCommand, format: Format) -> Res
             })
         }
         BillCommand::Export(args) => {
-            let file = client
-                .export_bill(proto::ExportBillRequest {
-                    agency: args.which.agency,
-                    month: args.which.month.unwrap_or_default(),
-                    format: match args.format {
-                        ExportFormat::Csv => "csv",
-                        ExportFormat::Json => "json",
-                        ExportFormat::Xlsx => "xlsx",
-                    }
-                    .to_owned(),
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+            let file = conn
+                .answer(
+                    client.export_bill(proto::ExportBillRequest {
+                        agency: args.which.agency,
+                        month: args.which.month.unwrap_or_default(),
+                        format: match args.format {
+                            ExportFormat::Csv => "csv",
+                            ExportFormat::Json => "json",
+                            ExportFormat::Xlsx => "xlsx",
+                        }
+                        .to_owned(),
+                    }),
+                )
+                .await?;
             let bytes = if file.content_base64.is_empty() {
                 file.content.into_bytes()
             } else {
@@ -339,28 +335,24 @@ pub async fn run(conn: &Connection, command: BillCommand, format: Format) -> Res
             }
         }
         BillCommand::Usage(args) => {
-            let usage = client
-                .get_usage(proto::GetUsageRequest {
+            let usage = conn
+                .answer(client.get_usage(proto::GetUsageRequest {
                     agency: args.agency,
                     from: args.from.unwrap_or_default(),
                     to: args.to.unwrap_or_default(),
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+                }))
+                .await?;
             print(format, &usage, || usage_table(&usage))
         }
         BillCommand::Rerate(args) => {
-            let bill = client
-                .rerate_bill(proto::RerateBillRequest {
+            let bill = conn
+                .answer(client.rerate_bill(proto::RerateBillRequest {
                     agency: args.agency,
                     month: args.month,
                     price_list_revision: args.price_list_revision,
                     reason: args.reason,
-                })
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+                }))
+                .await?;
             print(format, &bill, || bill_table(&bill))
         }
     }

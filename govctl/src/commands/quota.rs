@@ -3,7 +3,7 @@
 use govbroker_api::proto::{self, QuotaRequest, ResourceAmounts};
 
 use super::agency::amounts_text;
-use super::{gather, more_hint};
+use super::{Listed, gather, print_list, print_with_hint};
 use crate::cli::{Amounts, DecideArgs, QuotaCommand, QuotaListArgs, QuotaRequestArgs};
 use crate::connect::Connection;
 use crate::error::Failure;
@@ -34,26 +34,27 @@ pub fn amounts(a: Amounts) -> ResourceAmounts {
 
 async fn request(conn: &Connection, args: QuotaRequestArgs, format: Format) -> Result<(), Failure> {
     let created = conn
-        .quota_requests()
-        .create_quota_request(proto::CreateQuotaRequestRequest {
-            agency: args.agency,
-            quota: Some(amounts(args.amounts)),
-            justification: args.justification,
-        })
-        .await
-        .map_err(|s| conn.fail(s))?
-        .into_inner();
-    print(format, &created, || {
-        table(std::slice::from_ref(&created), jiff::Timestamp::now())
-    })?;
-    if format == Format::Table {
-        eprintln!(
-            "filed: an owner of {}'s parent decides with `govctl quota approve {} --reason ...` \
-             (or reject)",
-            created.agency, created.name
-        );
-    }
-    Ok(())
+        .answer(
+            conn.quota_requests()
+                .create_quota_request(proto::CreateQuotaRequestRequest {
+                    agency: args.agency,
+                    quota: Some(amounts(args.amounts)),
+                    justification: args.justification,
+                }),
+        )
+        .await?;
+    print_with_hint(
+        format,
+        &created,
+        || table(std::slice::from_ref(&created), jiff::Timestamp::now()),
+        |r| {
+            format!(
+                "filed: an owner of {}'s parent decides with `govctl quota approve {} --reason ...` \
+                 (or reject)",
+                r.agency, r.name
+            )
+        },
+    )
 }
 
 async fn list(conn: &Connection, args: QuotaListArgs, format: Format) -> Result<(), Failure> {
@@ -72,11 +73,7 @@ async fn list(conn: &Connection, args: QuotaListArgs, format: Format) -> Result<
             page_token,
         };
         async move {
-            let page = client
-                .list_quota_requests(request)
-                .await
-                .map_err(|s| conn.fail(s))?
-                .into_inner();
+            let page = conn.answer(client.list_quota_requests(request)).await?;
             Ok((page.quota_requests, page.next_page_token))
         }
     })
@@ -85,16 +82,17 @@ async fn list(conn: &Connection, args: QuotaListArgs, format: Format) -> Result<
         quota_requests: gathered.items,
         next_page_token: gathered.next_page_token,
     };
-    print(format, &response, || {
-        table(&response.quota_requests, jiff::Timestamp::now())
-    })?;
-    if format == Format::Table {
-        if response.quota_requests.is_empty() {
-            eprintln!("no quota requests you may read match");
-        }
-        more_hint("quota requests", &response.next_page_token);
-    }
-    Ok(())
+    print_list(
+        format,
+        &response,
+        || table(&response.quota_requests, jiff::Timestamp::now()),
+        Listed {
+            count: response.quota_requests.len(),
+            next_page_token: &response.next_page_token,
+            none: "no quota requests you may read match",
+            what: "quota requests",
+        },
+    )
 }
 
 async fn decide(
@@ -109,12 +107,10 @@ async fn decide(
     };
     let mut client = conn.quota_requests();
     let decided = if approve {
-        client.approve_quota_request(request).await
+        conn.answer(client.approve_quota_request(request)).await?
     } else {
-        client.reject_quota_request(request).await
-    }
-    .map_err(|s| conn.fail(s))?
-    .into_inner();
+        conn.answer(client.reject_quota_request(request)).await?
+    };
     print(format, &decided, || {
         table(std::slice::from_ref(&decided), jiff::Timestamp::now())
     })
