@@ -8,20 +8,20 @@
 //! Run under the shared lock: `flock /tmp/govbroker-cluster.lock cargo test -p
 //! govbroker-metering --test costs`.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::hash::{BuildHasher, Hasher};
 
 use anyhow::{Context, ensure};
 use govbroker_crds::{Agency, PriceList, Workload};
-use govbroker_domain::metering::{Attribution, Day, Integrator, Meter};
+use govbroker_domain::metering::Day;
 use govbroker_e2e::{DEFAULT_TIMEOUT, eventually, label_for_test, scenario, unique_name, wait_for};
-use govbroker_ledger::LedgerOptions;
-use govbroker_ledger::usage::{AgencyCheckpoint, AgencyCommit, UsageLedger};
 use govbroker_metering::Metrics;
 use govbroker_metering::costs;
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use support::commit_cpu;
 use tokio_util::sync::CancellationToken;
 
 /// A cost pass rates and writes every agency in the cluster, from its own test's ledger
@@ -183,46 +183,6 @@ async fn scrape(metrics: &Metrics) -> anyhow::Result<String> {
     serving.cancel();
     let _ = server.await;
     exposition
-}
-
-/// Writes `vcpu_hours` of CPU today for `agency` into the ledger under `prefix`.
-async fn commit_cpu(prefix: &str, agency: &str, vcpu_hours: u64) -> anyhow::Result<UsageLedger> {
-    let ledger = UsageLedger::connect(
-        &[govbroker_e2e::api::LEDGER_ENDPOINT.to_owned()],
-        prefix,
-        LedgerOptions::default(),
-    )
-    .await?;
-    let fence = ledger.acquire("test", 10).await?;
-    let today = Day::of(jiff::Timestamp::now().as_second());
-    let mut integrator = Integrator::default();
-    let who = Attribution {
-        agency: agency.to_owned(),
-        environment: "prod".into(),
-        namespace: format!("{agency}-prod"),
-        workload: "Pod/x".into(),
-    };
-    integrator.observe(
-        "x",
-        today.start(),
-        Some((who, vec![(Meter::Cpu, vcpu_hours * 1000)])),
-    );
-    integrator.observe("x", today.start() + 3600, None);
-    let days = integrator
-        .take_days()
-        .into_iter()
-        .map(|((_, d), b)| (d, b))
-        .collect::<BTreeMap<_, _>>();
-    let commit = AgencyCommit {
-        checkpoint: AgencyCheckpoint {
-            agency: agency.to_owned(),
-            ..Default::default()
-        },
-        days,
-        expected_revision: 0,
-    };
-    ledger.commit(&fence, &[commit]).await?;
-    Ok(ledger)
 }
 
 fn workload(name: &str, replicas: i32) -> anyhow::Result<Workload> {
