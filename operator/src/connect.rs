@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use kube::client::ClientBuilder;
 use kube::{Client, Config};
-use tower::limit::ConcurrencyLimitLayer;
 use tokio_util::sync::CancellationToken;
+use tower::limit::ConcurrencyLimitLayer;
 use tracing::{error, info};
 
 use crate::readiness::ReadyEvent;
