@@ -15,7 +15,9 @@ use std::hash::{BuildHasher, Hasher};
 use anyhow::{Context, ensure};
 use govbroker_crds::{Agency, PriceList, Workload};
 use govbroker_domain::metering::Day;
-use govbroker_e2e::{DEFAULT_TIMEOUT, eventually, label_for_test, scenario, unique_name, wait_for};
+use govbroker_e2e::{
+    DEFAULT_TIMEOUT, create_agency, eventually, scenario, unique_name, wait_agency_ready, wait_for,
+};
 use govbroker_metering::Metrics;
 use govbroker_metering::costs;
 use k8s_openapi::api::core::v1::Event;
@@ -44,17 +46,16 @@ async fn budgets_are_tracked_in_the_agency_status() {
         let name = unique_name("so-tai-chinh");
         let prices = price_list(&t.client).await?;
         let result = async {
-            let mut agency: Agency = serde_json::from_value(serde_json::json!({
-                "apiVersion": "govbroker.io/v1alpha1", "kind": "Agency",
-                "metadata": {"name": name},
-                "spec": {"displayName": "Sở Tài chính", "level": "Central", "securityLevel": 2,
-                    "owners": {"users": ["ke-toan@stc.gov.vn"]},
+            create_agency(
+                &t,
+                &name,
+                serde_json::json!({"displayName": "Sở Tài chính", "level": "Central",
+                    "securityLevel": 2, "owners": {"users": ["ke-toan@stc.gov.vn"]},
                     "priceList": prices,
-                    "budget": {"monthlyVnd": 10000, "alertThresholds": [50, 80, 100]}}
-            }))?;
-            label_for_test(&mut agency, &t.namespace);
+                    "budget": {"monthlyVnd": 10000, "alertThresholds": [50, 80, 100]}}),
+            )
+            .await?;
             let agencies = Api::<Agency>::all(t.client.clone());
-            agencies.create(&PostParams::default(), &agency).await?;
 
             // Today, 6 vCPU-hours: 6,000 ₫ of a 10,000 ₫ budget.
             let ledger = commit_cpu(&prefix, &name, 6).await?;
@@ -218,33 +219,19 @@ async fn an_enforced_budget_refuses_new_workloads_scale_ups_and_larger_requests_
         let result = async {
             let quota =
                 serde_json::json!({"cpu": "4", "memory": "4Gi", "pods": "20", "services": "5"});
-            let mut agency: Agency = serde_json::from_value(serde_json::json!({
-                "apiVersion": "govbroker.io/v1alpha1", "kind": "Agency",
-                "metadata": {"name": name},
-                "spec": {"displayName": "Sở Kế hoạch và Đầu tư", "level": "Central",
+            create_agency(
+                &t,
+                &name,
+                serde_json::json!({"displayName": "Sở Kế hoạch và Đầu tư", "level": "Central",
                     "securityLevel": 2, "priceList": prices,
                     "environments": [{"name": "prod", "quota": quota}], "quota": quota,
                     "budget": {"monthlyVnd": 5000, "alertThresholds": [50, 100],
-                        "enforce": true}}
-            }))?;
-            label_for_test(&mut agency, &t.namespace);
-            let agencies = Api::<Agency>::all(t.client.clone());
-            agencies.create(&PostParams::default(), &agency).await?;
-            let namespace = format!("{name}-prod");
-            wait_for(
-                &agencies,
-                &name,
-                "the agency to be Ready",
-                DEFAULT_TIMEOUT,
-                |a: Option<&Agency>| {
-                    a.and_then(|a| a.status.as_ref()).is_some_and(|s| {
-                        s.conditions
-                            .iter()
-                            .any(|c| c.type_ == "Ready" && c.status == "True")
-                    })
-                },
+                        "enforce": true}}),
             )
             .await?;
+            let agencies = Api::<Agency>::all(t.client.clone());
+            let namespace = format!("{name}-prod");
+            wait_agency_ready(&t, &name).await?;
             let workloads = Api::<Workload>::namespaced(t.client.clone(), &namespace);
             let pp = PostParams::default();
             // Nothing spent yet: admitted.
@@ -453,15 +440,14 @@ async fn a_deleted_agencys_series_leave_the_collector_metrics() {
         let result = async {
             let agencies = Api::<Agency>::all(t.client.clone());
             for name in [&gone, &kept] {
-                let mut agency: Agency = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "govbroker.io/v1alpha1", "kind": "Agency",
-                    "metadata": {"name": name},
-                    "spec": {"displayName": "Sở thử", "level": "Central", "securityLevel": 2,
-                        "priceList": prices, "quota": {"cpu": "2", "pods": "10"},
-                        "budget": {"monthlyVnd": 10000}}
-                }))?;
-                label_for_test(&mut agency, &t.namespace);
-                agencies.create(&PostParams::default(), &agency).await?;
+                create_agency(
+                    &t,
+                    name,
+                    serde_json::json!({"displayName": "Sở thử", "level": "Central",
+                        "securityLevel": 2, "priceList": prices,
+                        "quota": {"cpu": "2", "pods": "10"}, "budget": {"monthlyVnd": 10000}}),
+                )
+                .await?;
                 wait_for(
                     &agencies,
                     name,
