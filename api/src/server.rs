@@ -67,21 +67,9 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
         client: client.clone(),
     };
 
-    let (agencies, agencies_writer) = reflector::store::<Agency>();
-    let (quota_requests, qr_writer) = reflector::store::<QuotaRequest>();
     let shutdown = CancellationToken::new();
-    spawn_reflector(
-        KubeApi::all(client.clone()),
-        agencies_writer,
-        "agencies",
-        shutdown.clone(),
-    );
-    spawn_reflector(
-        KubeApi::all(client.clone()),
-        qr_writer,
-        "quotarequests",
-        shutdown.clone(),
-    );
+    let agencies = watched::<Agency>(&client, "agencies", &shutdown);
+    let quota_requests = watched::<QuotaRequest>(&client, "quotarequests", &shutdown);
 
     let data_services = crate::service::data_services::DataServiceStores::watch(&client, &shutdown);
     let workloads = crate::service::workloads::watch(&client, &shutdown);
@@ -193,8 +181,29 @@ pub async fn run(settings: Settings) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// A store of every `K` in the cluster, kept current by a watch with `client` (the API's
+/// own) until `shutdown`; `what` names the watch in logs.
+pub(crate) fn watched<K>(
+    client: &Client,
+    what: &'static str,
+    shutdown: &CancellationToken,
+) -> reflector::Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    spawn_reflector(KubeApi::all(client.clone()), writer, what, shutdown.clone());
+    store
+}
+
 /// Keeps `writer`'s store current with a watch of `api` until `shutdown`.
-pub(crate) fn spawn_reflector<K>(
+fn spawn_reflector<K>(
     api: KubeApi<K>,
     writer: reflector::store::Writer<K>,
     what: &'static str,

@@ -31,7 +31,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::operations::{Operation, operation};
-use super::{Api, Method, create_params, patch_params, target};
+use super::{Api, Method, Page, create_params, first_page, patch_params, target};
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
 use crate::proto;
@@ -110,31 +110,10 @@ pub struct DataServiceStores {
 impl DataServiceStores {
     /// Starts the watches with the API's own client; they stop on `shutdown`.
     pub fn watch(client: &Client, shutdown: &CancellationToken) -> DataServiceStores {
-        let (classes, classes_writer) = kube::runtime::reflector::store();
-        let (claims, claims_writer) = kube::runtime::reflector::store();
-        let (shares, shares_writer) = kube::runtime::reflector::store();
-        crate::server::spawn_reflector(
-            KubeApi::<DataServiceClass>::all(client.clone()),
-            classes_writer,
-            "dataserviceclasses",
-            shutdown.clone(),
-        );
-        crate::server::spawn_reflector(
-            KubeApi::<DataServiceClaim>::all(client.clone()),
-            claims_writer,
-            "dataserviceclaims",
-            shutdown.clone(),
-        );
-        crate::server::spawn_reflector(
-            KubeApi::<DataShare>::all(client.clone()),
-            shares_writer,
-            "datashares",
-            shutdown.clone(),
-        );
         DataServiceStores {
-            classes,
-            claims,
-            shares,
+            classes: crate::server::watched(client, "dataserviceclasses", shutdown),
+            claims: crate::server::watched(client, "dataserviceclaims", shutdown),
+            shares: crate::server::watched(client, "datashares", shutdown),
         }
     }
 
@@ -155,6 +134,11 @@ fn claim_what(namespace: &str, name: &str) -> String {
 
 fn share_what(name: &str) -> String {
     format!("data share \"{name}\"")
+}
+
+/// That `what` (a claim, a share) does not exist.
+fn not_found(what: &str) -> ApiError {
+    ApiError::NotFound(format!("{what} does not exist"))
 }
 
 /// The namespace of an agency's environment, both checked.
@@ -194,14 +178,21 @@ fn share_sort_key(share: &DataShare) -> String {
     format!("{:020}/{}", i64::MAX - created, share.name_any())
 }
 
-/// The phase a share is in, as the API reports it (Pending until the broker says).
-fn share_phase(share: &DataShare) -> String {
-    share
-        .status
-        .as_ref()
-        .and_then(|s| s.phase)
+/// A phase as the API reports it: Pending until the broker says.
+fn phase_name(phase: Option<impl std::fmt::Debug>) -> String {
+    phase
         .map(|p| format!("{p:?}"))
         .unwrap_or_else(|| "Pending".to_owned())
+}
+
+/// A status message as the tail of an answer: ` (message)`, or nothing.
+fn detail(message: Option<String>) -> String {
+    message.map(|m| format!(" ({m})")).unwrap_or_default()
+}
+
+/// The phase a share is in, as the API reports it.
+fn share_phase(share: &DataShare) -> String {
+    phase_name(share.status.as_ref().and_then(|s| s.phase))
 }
 
 impl Api {
@@ -223,6 +214,41 @@ impl Api {
             })
     }
 
+    /// The claims of `namespace`, changed as the caller.
+    fn claims_as(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+    ) -> Result<KubeApi<DataServiceClaim>, ApiError> {
+        Ok(KubeApi::namespaced(
+            self.identity.client_for(caller)?,
+            namespace,
+        ))
+    }
+
+    /// The Secret `name` in `namespace`, read as the caller. A refusal names who may
+    /// read it (`readers`); a missing Secret is explained by `missing`; other errors speak
+    /// of `what`.
+    async fn secret_as(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+        name: &str,
+        readers: &str,
+        what: &str,
+        missing: impl FnOnce() -> ApiError,
+    ) -> Result<Secret, ApiError> {
+        let api = KubeApi::<Secret>::namespaced(self.identity.client_for(caller)?, namespace);
+        api.get(name).await.map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 403 => ApiError::PermissionDenied(format!(
+                "{} may not get secrets in namespace \"{namespace}\": {readers}",
+                caller.user
+            )),
+            kube::Error::Api(s) if s.code == 404 => missing(),
+            other => ApiError::from_kube(other, what),
+        })
+    }
+
     /// The audit target of a share named `name`: the owner agency, if the cache knows it.
     fn share_target(&self, name: &str) -> Target {
         let agency = self
@@ -242,18 +268,10 @@ impl Api {
         allowed: &mut BTreeMap<String, bool>,
     ) -> Result<bool, ApiError> {
         for agency in [&share.spec.owner.agency, &share.spec.consumer.agency] {
-            let may = match allowed.get(agency) {
-                Some(may) => *may,
-                None => {
-                    let may = self
-                        .identity
-                        .can(caller, &share_read_permission(agency))
-                        .await?;
-                    allowed.insert(agency.clone(), may);
-                    may
-                }
-            };
-            if may {
+            if self
+                .can_once(caller, allowed, agency, || share_read_permission(agency))
+                .await?
+            {
                 return Ok(true);
             }
         }
@@ -300,13 +318,7 @@ impl Api {
                     && after.as_ref().is_none_or(|after| &c.name_any() > after)
             })
             .collect();
-        classes.sort_by_key(|c| c.name_any());
-        let more = classes.len() > page_size;
-        classes.truncate(page_size);
-        let next_page_token = match (more, classes.last()) {
-            (true, Some(last)) => validate::page_token(&last.name_any()),
-            _ => String::new(),
-        };
+        let next_page_token = first_page(&mut classes, page_size, |c| c.name_any());
         Ok(proto::ListDataServiceClassesResponse {
             classes: classes.iter().map(|c| class_to_proto(c)).collect(),
             next_page_token,
@@ -356,8 +368,7 @@ impl Api {
                 ),
             ));
         }
-        let api =
-            KubeApi::<DataServiceClaim>::namespaced(self.identity.client_for(&caller)?, &namespace);
+        let api = self.claims_as(&caller, &namespace)?;
         let created = api
             .create(&create_params(), &claim)
             .await
@@ -393,12 +404,7 @@ impl Api {
             .data_services
             .claims
             .get(&ObjectRef::new(&request.name).within(&namespace))
-            .ok_or_else(|| {
-                ApiError::NotFound(format!(
-                    "{} does not exist",
-                    claim_what(&namespace, &request.name)
-                ))
-            })?;
+            .ok_or_else(|| not_found(&claim_what(&namespace, &request.name)))?;
         Ok(claim_to_proto(
             &claim,
             &request.agency,
@@ -469,41 +475,29 @@ impl Api {
             .identity
             .can(&caller, &Permission::all("list", "dataserviceclaims"))
             .await?;
-        let mut allowed: BTreeMap<String, bool> = BTreeMap::new();
-        let mut page = Vec::new();
-        let mut last_key = None;
-        let mut more = false;
+        let mut allowed = BTreeMap::new();
+        let mut page = Page::new(page_size);
         for (key, claim) in candidates {
-            if page.len() == page_size {
-                more = true;
+            if !page.has_room() {
                 break;
             }
             let namespace = claim.namespace().unwrap_or_default();
-            let may = match allowed.get(&namespace) {
-                Some(may) => *may,
-                None => {
-                    let may = see_all
-                        || self
-                            .identity
-                            .can(&caller, &claim_read_permission("list", &namespace, None))
-                            .await?;
-                    allowed.insert(namespace.clone(), may);
-                    may
-                }
-            };
+            let may = see_all
+                || self
+                    .can_once(&caller, &mut allowed, &namespace, || {
+                        claim_read_permission("list", &namespace, None)
+                    })
+                    .await?;
             if may {
                 let (agency, environment) =
                     self.agency_of_namespace(&namespace).unwrap_or_default();
-                page.push(claim_to_proto(&claim, &agency, &environment));
-                last_key = Some(key);
+                page.push(key, claim_to_proto(&claim, &agency, &environment));
             }
         }
+        let (claims, next_page_token) = page.finish();
         Ok(proto::ListDataServiceClaimsResponse {
-            claims: page,
-            next_page_token: match (more, last_key) {
-                (true, Some(key)) => validate::page_token(&key),
-                _ => String::new(),
-            },
+            claims,
+            next_page_token,
         })
     }
 
@@ -514,8 +508,7 @@ impl Api {
         request: proto::DeleteDataServiceClaimRequest,
     ) -> Result<proto::DeleteDataServiceClaimResponse, ApiError> {
         let namespace = claim_address(&request.agency, &request.environment, &request.name)?;
-        let api =
-            KubeApi::<DataServiceClaim>::namespaced(self.identity.client_for(&caller)?, &namespace);
+        let api = self.claims_as(&caller, &namespace)?;
         api.delete(&request.name, &DeleteParams::background())
             .await
             .map_err(|e| ApiError::from_kube(e, &claim_what(&namespace, &request.name)))?;
@@ -529,20 +522,16 @@ impl Api {
         request: proto::GetDataServiceBindingRequest,
     ) -> Result<proto::DataServiceBinding, ApiError> {
         let namespace = claim_address(&request.agency, &request.environment, &request.name)?;
-        let secret_name = format!("{}-binding", request.name);
-        let api = KubeApi::<Secret>::namespaced(self.identity.client_for(&caller)?, &namespace);
-        let secret = api.get(&secret_name).await.map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 403 => ApiError::PermissionDenied(format!(
-                "{} may not get secrets in namespace \"{namespace}\": credentials go only to \
-                 callers who may read Secrets there (the agency's owners)",
-                caller.user
-            )),
-            kube::Error::Api(s) if s.code == 404 => self.no_binding_yet(&namespace, &request.name),
-            other => ApiError::from_kube(
-                other,
+        let secret = self
+            .secret_as(
+                &caller,
+                &namespace,
+                &format!("{}-binding", request.name),
+                "credentials go only to callers who may read Secrets there (the agency's owners)",
                 &format!("the binding of {}", claim_what(&namespace, &request.name)),
-            ),
-        })?;
+                || self.no_binding_yet(&namespace, &request.name),
+            )
+            .await?;
         // Only a Secret the broker made for this claim is a binding.
         if secret.labels().get(CLAIM_LABEL) != Some(&request.name) {
             return Err(self.no_binding_yet(&namespace, &request.name));
@@ -563,8 +552,7 @@ impl Api {
         request: proto::RotateDataServicePasswordRequest,
     ) -> Result<proto::DataServiceClaim, ApiError> {
         let namespace = claim_address(&request.agency, &request.environment, &request.name)?;
-        let api =
-            KubeApi::<DataServiceClaim>::namespaced(self.identity.client_for(&caller)?, &namespace);
+        let api = self.claims_as(&caller, &namespace)?;
         let requested = jiff::Timestamp::now().to_string();
         let patch = json!({"metadata": {"annotations": {ROTATE_PASSWORD_ANNOTATION: requested}}});
         let patched = api
@@ -586,19 +574,13 @@ impl Api {
             .claims
             .get(&ObjectRef::new(name).within(namespace))
         {
-            None => ApiError::NotFound(format!("{what} does not exist")),
+            None => not_found(&what),
             Some(claim) => {
                 let status = claim.status.clone().unwrap_or_default();
-                let phase = status
-                    .phase
-                    .map(|p| format!("{p:?}"))
-                    .unwrap_or_else(|| "Pending".to_owned());
                 ApiError::NotFound(format!(
-                    "{what} has no credentials yet: it is {phase}{}",
-                    status
-                        .message
-                        .map(|m| format!(" ({m})"))
-                        .unwrap_or_default()
+                    "{what} has no credentials yet: it is {}{}",
+                    phase_name(status.phase),
+                    detail(status.message)
                 ))
             }
         }
@@ -711,30 +693,22 @@ impl Api {
             .collect();
         candidates.sort_by(|a, b| a.0.cmp(&b.0));
         let mut allowed = BTreeMap::new();
-        let mut page = Vec::new();
-        let mut last_key = None;
-        let mut more = false;
+        let mut page = Page::new(page_size);
         for (key, share) in candidates {
-            if page.len() == page_size {
-                more = true;
+            if !page.has_room() {
                 break;
             }
-            let may = if request.agency.is_empty() {
-                self.may_read_share(&caller, &share, &mut allowed).await?
-            } else {
-                true
-            };
-            if may {
-                page.push(share_to_proto(&share));
-                last_key = Some(key);
+            // With one agency named, the caller may read its shares (checked above).
+            if !request.agency.is_empty()
+                || self.may_read_share(&caller, &share, &mut allowed).await?
+            {
+                page.push(key, share_to_proto(&share));
             }
         }
+        let (shares, next_page_token) = page.finish();
         Ok(proto::ListDataSharesResponse {
-            shares: page,
-            next_page_token: match (more, last_key) {
-                (true, Some(key)) => validate::page_token(&key),
-                _ => String::new(),
-            },
+            shares,
+            next_page_token,
         })
     }
 
@@ -749,7 +723,7 @@ impl Api {
             .data_services
             .shares
             .get(&ObjectRef::new(name))
-            .ok_or_else(|| ApiError::NotFound(format!("{} does not exist", share_what(name))))?;
+            .ok_or_else(|| not_found(&share_what(name)))?;
         if !self
             .may_read_share(caller, &share, &mut BTreeMap::new())
             .await?
@@ -762,13 +736,22 @@ impl Api {
         Ok(share)
     }
 
-    /// Sets one field of a share's spec as the caller.
-    async fn patch_share(
+    /// Sets the flag `field` of the spec of a share the caller may read, as the caller,
+    /// unless `refusal` says why not (the end of a sentence about the share).
+    async fn set_share_flag(
         &self,
         caller: &Caller,
         name: &str,
         field: &str,
+        refusal: impl FnOnce(&DataShare) -> Option<String>,
     ) -> Result<proto::DataShare, ApiError> {
+        let share = self.readable_share(caller, name).await?;
+        if let Some(why) = refusal(&share) {
+            return Err(ApiError::FailedPrecondition(format!(
+                "{} {why}",
+                share_what(name)
+            )));
+        }
         let api = KubeApi::<DataShare>::all(self.identity.client_for(caller)?);
         let patch = json!({"spec": {field: true}});
         let patched = api
@@ -785,27 +768,23 @@ impl Api {
         caller: Caller,
         request: proto::ApproveDataShareRequest,
     ) -> Result<proto::DataShare, ApiError> {
-        let share = self.readable_share(&caller, &request.name).await?;
-        if share.spec.revoked {
-            return Err(ApiError::FailedPrecondition(format!(
-                "{} was revoked: propose a new share",
-                share_what(&request.name)
-            )));
-        }
-        if share.spec.approved {
-            return Err(ApiError::FailedPrecondition(format!(
-                "{} is already approved{}",
-                share_what(&request.name),
-                share
+        self.set_share_flag(&caller, &request.name, "approved", |share| {
+            if share.spec.revoked {
+                Some("was revoked: propose a new share".to_owned())
+            } else if share.spec.approved {
+                let by = share
                     .spec
                     .approval
                     .as_ref()
                     .and_then(|a| a.approved_by.as_ref())
                     .map(|by| format!(" by {by}"))
-                    .unwrap_or_default()
-            )));
-        }
-        self.patch_share(&caller, &request.name, "approved").await
+                    .unwrap_or_default();
+                Some(format!("is already approved{by}"))
+            } else {
+                None
+            }
+        })
+        .await
     }
 
     /// RevokeDataShare: sets `spec.revoked` as the caller (final).
@@ -814,14 +793,10 @@ impl Api {
         caller: Caller,
         request: proto::RevokeDataShareRequest,
     ) -> Result<proto::DataShare, ApiError> {
-        let share = self.readable_share(&caller, &request.name).await?;
-        if share.spec.revoked {
-            return Err(ApiError::FailedPrecondition(format!(
-                "{} is already revoked",
-                share_what(&request.name)
-            )));
-        }
-        self.patch_share(&caller, &request.name, "revoked").await
+        self.set_share_flag(&caller, &request.name, "revoked", |share| {
+            share.spec.revoked.then(|| "is already revoked".to_owned())
+        })
+        .await
     }
 
     /// GetDataShareBinding: the consumer's Secret `<share>-share` in
@@ -836,26 +811,22 @@ impl Api {
         let share = self.readable_share(&caller, &request.name).await?;
         let consumer = &share.spec.consumer.agency;
         let namespace = namespace_name(consumer, &request.environment);
-        let secret_name = share_secret_name(&request.name);
-        let api = KubeApi::<Secret>::namespaced(self.identity.client_for(&caller)?, &namespace);
-        let secret = api.get(&secret_name).await.map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 403 => ApiError::PermissionDenied(format!(
-                "{} may not get secrets in namespace \"{namespace}\": a share's credentials go \
-                 only to callers who may read Secrets in the consumer agency's namespaces (the \
-                 owners of agency \"{consumer}\")",
-                caller.user
-            )),
-            kube::Error::Api(s) if s.code == 404 => {
-                no_share_binding_yet(&share, &namespace, &request.environment)
-            }
-            other => ApiError::from_kube(
-                other,
+        let secret = self
+            .secret_as(
+                &caller,
+                &namespace,
+                &share_secret_name(&request.name),
+                &format!(
+                    "a share's credentials go only to callers who may read Secrets in the \
+                     consumer agency's namespaces (the owners of agency \"{consumer}\")"
+                ),
                 &format!(
                     "the credentials of {} in namespace \"{namespace}\"",
                     share_what(&request.name)
                 ),
-            ),
-        })?;
+                || no_share_binding_yet(&share, &namespace, &request.environment),
+            )
+            .await?;
         // Only a Secret the broker made for this share holds its credentials, and a
         // revoked share's are being removed.
         if secret.labels().get(SHARE_LABEL) != Some(&request.name) || share.spec.revoked {
@@ -884,10 +855,7 @@ fn no_share_binding_yet(share: &DataShare, namespace: &str, environment: &str) -
     let what = share_what(&share.name_any());
     let status = share.status.clone().unwrap_or_default();
     let phase = share_phase(share);
-    let detail = status
-        .message
-        .map(|m| format!(" ({m})"))
-        .unwrap_or_default();
+    let detail = detail(status.message);
     ApiError::NotFound(match phase.as_str() {
         _ if share.spec.revoked => format!("{what} was revoked: it grants nothing"),
         "Granted" => format!(
@@ -977,11 +945,13 @@ operation!(proto::ListDataSharesRequest => proto::ListDataSharesResponse, method
     |r| target("DataShare", "", Some(&r.agency)),
     |api, caller, req| api.list_data_shares(caller, req));
 
-/// Approve and revoke name a share only; their audit target's agency comes from the cache.
-macro_rules! share_action {
-    ($request:ty, $method:expr, $run:ident) => {
+/// Approve, revoke and the share's credentials name a share only; their audit target's
+/// agency comes from the cache. The credentials are so recorded in the owner agency's
+/// trail, with the share's other actions: the data's owner sees who fetched access to it.
+macro_rules! share_operation {
+    ($request:ty => $response:ty, $method:expr, $run:ident) => {
         impl Operation for $request {
-            type Response = proto::DataShare;
+            type Response = $response;
             const METHOD: Method = $method;
             fn target(&self, api: &Api) -> Target {
                 api.share_target(&self.name)
@@ -993,43 +963,28 @@ macro_rules! share_action {
                 self,
                 api: Arc<Api>,
                 caller: Caller,
-            ) -> BoxFuture<'static, Result<proto::DataShare, ApiError>> {
+            ) -> BoxFuture<'static, Result<$response, ApiError>> {
                 Box::pin(async move { api.$run(caller, self).await })
             }
         }
     };
 }
 
-share_action!(
-    proto::ApproveDataShareRequest,
+share_operation!(
+    proto::ApproveDataShareRequest => proto::DataShare,
     methods::APPROVE_SHARE,
     approve_data_share
 );
-share_action!(
-    proto::RevokeDataShareRequest,
+share_operation!(
+    proto::RevokeDataShareRequest => proto::DataShare,
     methods::REVOKE_SHARE,
     revoke_data_share
 );
-
-/// A share's credentials are recorded in the owner agency's trail, with the share's
-/// other actions: the data's owner sees who fetched access to it.
-impl Operation for proto::GetDataShareBindingRequest {
-    type Response = proto::DataServiceBinding;
-    const METHOD: Method = methods::GET_SHARE_BINDING;
-    fn target(&self, api: &Api) -> Target {
-        api.share_target(&self.name)
-    }
-    fn encoded(&self) -> Vec<u8> {
-        self.encode_to_vec()
-    }
-    fn run(
-        self,
-        api: Arc<Api>,
-        caller: Caller,
-    ) -> BoxFuture<'static, Result<proto::DataServiceBinding, ApiError>> {
-        Box::pin(async move { api.get_data_share_binding(caller, self).await })
-    }
-}
+share_operation!(
+    proto::GetDataShareBindingRequest => proto::DataServiceBinding,
+    methods::GET_SHARE_BINDING,
+    get_data_share_binding
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,6 +13,7 @@ pub mod operations;
 pub mod quota_requests;
 pub mod workloads;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -22,8 +23,9 @@ use kube::runtime::reflector::Store;
 use prometheus::{IntCounterVec, Opts, Registry};
 use tracing::{error, info};
 
-use crate::auth::{Caller, Identity};
+use crate::auth::{Caller, Identity, Permission};
 use crate::error::ApiError;
+use crate::validate;
 
 /// Everything the operations share.
 pub struct Api {
@@ -132,6 +134,80 @@ pub fn target(kind: &str, name: &str, agency: Option<&str>) -> Target {
     }
 }
 
+/// Sorts `items` by `key`, keeps the first `size` and returns the next page's token
+/// (empty on the last page): paging of a list every item of which the caller may see.
+pub fn first_page<T>(items: &mut Vec<T>, size: usize, key: impl Fn(&T) -> String) -> String {
+    items.sort_by_key(&key);
+    let more = items.len() > size;
+    items.truncate(size);
+    match (more, items.last()) {
+        (true, Some(last)) => validate::page_token(&key(last)),
+        _ => String::new(),
+    }
+}
+
+/// One page of a list the caller may see only part of: candidates are offered in key
+/// order, each checked on its own, until the page is full.
+pub struct Page<T> {
+    size: usize,
+    items: Vec<T>,
+    last_key: Option<String>,
+    more: bool,
+}
+
+impl<T> Page<T> {
+    /// An empty page of at most `size` items.
+    pub fn new(size: usize) -> Page<T> {
+        Page {
+            size,
+            items: Vec::new(),
+            last_key: None,
+            more: false,
+        }
+    }
+
+    /// Whether one more candidate fits; when not, a next page exists (the candidate is
+    /// its first), so the caller stops offering.
+    pub fn has_room(&mut self) -> bool {
+        self.more = self.items.len() == self.size;
+        !self.more
+    }
+
+    /// Adds an item the caller may see; `key` is its paging cursor.
+    pub fn push(&mut self, key: String, item: T) {
+        self.items.push(item);
+        self.last_key = Some(key);
+    }
+
+    /// The items and the next page's token (empty on the last page).
+    pub fn finish(self) -> (Vec<T>, String) {
+        let token = match (self.more, self.last_key) {
+            (true, Some(key)) => validate::page_token(&key),
+            _ => String::new(),
+        };
+        (self.items, token)
+    }
+}
+
+impl Api {
+    /// Whether `caller` has the permission that `key` (an agency, a namespace) stands
+    /// for, asked once per key in one call: a list checks many items of few owners.
+    pub async fn can_once(
+        &self,
+        caller: &Caller,
+        decisions: &mut BTreeMap<String, bool>,
+        key: &str,
+        permission: impl FnOnce() -> Permission,
+    ) -> Result<bool, ApiError> {
+        if let Some(may) = decisions.get(key) {
+            return Ok(*may);
+        }
+        let may = self.identity.can(caller, &permission()).await?;
+        decisions.insert(key.to_owned(), may);
+        Ok(may)
+    }
+}
+
 impl Api {
     /// Prometheus counters of the API, registered in `registry`.
     pub fn counters(
@@ -226,5 +302,46 @@ impl Api {
             );
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_first_page_is_sorted_and_its_token_names_its_last_item() {
+        let mut items = vec!["c", "a", "d", "b"];
+        let token = first_page(&mut items, 2, |s| (*s).to_owned());
+        assert_eq!(items, ["a", "b"]);
+        assert_eq!(validate::cursor("t", &token).unwrap().as_deref(), Some("b"));
+        let mut items = vec!["b", "a"];
+        assert_eq!(first_page(&mut items, 2, |s| (*s).to_owned()), "");
+        assert_eq!(items, ["a", "b"]);
+    }
+
+    #[test]
+    fn a_page_has_a_next_one_only_when_a_candidate_did_not_fit() {
+        let mut page = Page::new(2);
+        for key in ["a", "b", "c"] {
+            if !page.has_room() {
+                break;
+            }
+            // "b" is not the caller's to see: the page fills with "a" and "c".
+            if key != "b" {
+                page.push(key.to_owned(), key);
+            }
+        }
+        assert_eq!(page.finish(), (vec!["a", "c"], String::new()));
+        let mut page = Page::new(1);
+        for key in ["a", "b"] {
+            if !page.has_room() {
+                break;
+            }
+            page.push(key.to_owned(), key);
+        }
+        let (items, token) = page.finish();
+        assert_eq!(items, ["a"]);
+        assert_eq!(validate::cursor("t", &token).unwrap().as_deref(), Some("a"));
     }
 }

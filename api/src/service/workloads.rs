@@ -64,14 +64,7 @@ pub mod methods {
 
 /// Starts the watch of every Workload with the API's own client; it stops on `shutdown`.
 pub fn watch(client: &Client, shutdown: &CancellationToken) -> Store<Workload> {
-    let (store, writer) = kube::runtime::reflector::store();
-    crate::server::spawn_reflector(
-        KubeApi::<Workload>::all(client.clone()),
-        writer,
-        "workloads",
-        shutdown.clone(),
-    );
-    store
+    crate::server::watched(client, "workloads", shutdown)
 }
 
 /// The stream of a WatchWorkload call.
