@@ -13,7 +13,7 @@ use k8s_openapi::api::authentication::v1::{
     TokenReviewStatus,
 };
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, Pod, PodSpec, PodTemplateSpec, ResourceQuota,
+    ConfigMap, Container, Namespace, Node, Pod, PodSpec, PodTemplateSpec, ResourceQuota,
     ResourceQuotaSpec, ResourceRequirements, SecurityContext, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
@@ -728,6 +728,56 @@ async fn api_server_reports_the_release_it_was_built_from() {
             version.git_version,
             expected.trim()
         );
+        Ok(())
+    })
+    .await;
+}
+
+/// `govcluster up` reports ready only once every fake node shows the size it was asked
+/// for (recorded in `state/cluster.env`): after a restart with another `--node-pods`, the
+/// nodes of the earlier run stay in etcd, Ready and with their old capacity, until the
+/// new fakelet registers them again.
+#[tokio::test]
+async fn fake_nodes_show_the_pod_capacity_up_was_asked_for() {
+    scenario("fake-node-size", |t| async move {
+        let env_file = t.cluster.state_dir.join("cluster.env");
+        let env = std::fs::read_to_string(&env_file)?;
+        let recorded = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(str::to_owned)
+                .with_context(|| {
+                    format!(
+                        "{} does not record {key}: the control plane was started by an older \
+                         govcluster; restart it (govcluster down, then up)",
+                        env_file.display()
+                    )
+                })
+        };
+        let count: usize = recorded("GOVBROKER_FAKE_NODES")?.parse()?;
+        let pods = Quantity(recorded("GOVBROKER_FAKE_NODE_PODS")?);
+        let nodes = Api::<Node>::all(t.client.clone())
+            .list(&ListParams::default().labels("govbroker.io/fake-node=true"))
+            .await?;
+        for i in 0..count {
+            let name = format!("fake-node-{i}");
+            let node = nodes
+                .items
+                .iter()
+                .find(|n| n.name_any() == name)
+                .with_context(|| format!("{name} is not registered"))?;
+            let status = node.status.clone().unwrap_or_default();
+            for (what, list) in [
+                ("capacity", status.capacity),
+                ("allocatable", status.allocatable),
+            ] {
+                let got = list.unwrap_or_default().get("pods").cloned();
+                ensure!(
+                    got.as_ref() == Some(&pods),
+                    "{name} {what} pods {got:?}, up was asked for {pods:?}"
+                );
+            }
+        }
         Ok(())
     })
     .await;

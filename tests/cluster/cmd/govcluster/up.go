@@ -18,6 +18,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -87,11 +88,19 @@ func runUp(args []string) error {
 	if o.binDir, err = filepath.Abs(o.binDir); err != nil {
 		return err
 	}
+	pods, err := resource.ParseQuantity(o.nodePods)
+	if err != nil {
+		return fmt.Errorf("--node-pods %q: %w", o.nodePods, err)
+	}
+	// What the fakelet started below must show: nodes of an earlier run stay in etcd,
+	// Ready and with their old size, until it registers them again.
+	want := &fakeNodes{count: o.nodes, pods: pods}
 
 	running := runningComponents(o.stateDir)
 	if len(running) > 0 {
 		if o.reuse {
-			if err := waitReady(o.stateDir, 30*time.Second); err == nil {
+			// A running control plane keeps the nodes it started with: any size will do.
+			if err := waitReady(o.stateDir, 30*time.Second, nil); err == nil {
 				fmt.Printf("reusing the local control plane in %s (%s)\n", o.stateDir, strings.Join(running, ", "))
 				return printEnv(o.stateDir)
 			}
@@ -249,11 +258,11 @@ func runUp(args []string) error {
 			}
 		}
 	}
-	if err := waitReady(o.stateDir, readyTimeout); err != nil {
+	if err := waitReady(o.stateDir, readyTimeout, want); err != nil {
 		_ = stopAll(o.stateDir)
 		return err
 	}
-	if err := writeEnv(o.stateDir); err != nil {
+	if err := writeEnv(o.stateDir, want); err != nil {
 		return err
 	}
 	fmt.Printf("local control plane ready in %.1fs\n", time.Since(start).Seconds())
@@ -319,9 +328,18 @@ func waitAPIHealthy(kubeconfig string, timeout time.Duration) error {
 	return fmt.Errorf("API not ready within %s: %v", timeout, last)
 }
 
+// fakeNodes is what the fake nodes of a fresh start must show before it is ready: nodes
+// fake-node-0 to fake-node-<count-1>, each with capacity and allocatable pods equal to
+// pods (what --nodes and --node-pods asked for).
+type fakeNodes struct {
+	count int
+	pods  resource.Quantity
+}
+
 // waitReady returns once the API answers, the default service account exists (so the
-// controller manager works) and every fake node is Ready.
-func waitReady(stateDir string, timeout time.Duration) error {
+// controller manager works) and every fake node is Ready (and, given want, registered
+// by this start's fakelet with the size asked for).
+func waitReady(stateDir string, timeout time.Duration, want *fakeNodes) error {
 	kubeconfig := filepath.Join(stateDir, "kubeconfig")
 	if err := waitAPIHealthy(kubeconfig, timeout); err != nil {
 		return err
@@ -339,7 +357,7 @@ func waitReady(stateDir string, timeout time.Duration) error {
 				return fmt.Errorf("%s is not running; its log %s ends with:\n%s", name, logPath(stateDir, name), tail(logPath(stateDir, name), 15))
 			}
 		}
-		why = readiness(ctx, client)
+		why = readiness(ctx, client, want)
 		if why == "" {
 			return nil
 		}
@@ -348,7 +366,9 @@ func waitReady(stateDir string, timeout time.Duration) error {
 	return fmt.Errorf("control plane not ready within %s: %s", timeout, why)
 }
 
-func readiness(ctx context.Context, client kubernetes.Interface) string {
+// readiness says what is not ready yet, or "" when all is; want, when given, is the
+// fake nodes the fakelet was started with.
+func readiness(ctx context.Context, client kubernetes.Interface, want *fakeNodes) string {
 	if _, err := client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{}); err != nil {
 		if apierrors.IsNotFound(err) {
 			return "the default service account does not exist yet (serviceaccount controller)"
@@ -373,6 +393,31 @@ func readiness(ctx context.Context, client kubernetes.Interface) string {
 			return fmt.Sprintf("node %s is not Ready", n.Name)
 		}
 	}
+	if want != nil {
+		return nodeSizeMismatch(nodes.Items, want)
+	}
+	return ""
+}
+
+// nodeSizeMismatch says which of the wanted fake nodes is missing or does not show the
+// wanted pods yet, or "" when every one does.
+func nodeSizeMismatch(nodes []corev1.Node, want *fakeNodes) string {
+	byName := make(map[string]*corev1.Node, len(nodes))
+	for i := range nodes {
+		byName[nodes[i].Name] = &nodes[i]
+	}
+	for i := range want.count {
+		name := fmt.Sprintf("fake-node-%d", i)
+		n, ok := byName[name]
+		if !ok {
+			return fmt.Sprintf("node %s is not registered yet", name)
+		}
+		capacity, allocatable := n.Status.Capacity[corev1.ResourcePods], n.Status.Allocatable[corev1.ResourcePods]
+		if capacity.Cmp(want.pods) != 0 || allocatable.Cmp(want.pods) != 0 {
+			return fmt.Sprintf("node %s shows %s pods (capacity) and %s (allocatable), not the %s asked for: the fakelet has not registered it again yet",
+				name, capacity.String(), allocatable.String(), want.pods.String())
+		}
+	}
 	return ""
 }
 
@@ -385,8 +430,9 @@ func adminClient(kubeconfig string) (*kubernetes.Clientset, error) {
 	return kubernetes.NewForConfig(cfg)
 }
 
-// writeEnv records where everything is, for the test support and for people.
-func writeEnv(stateDir string) error {
+// writeEnv records where everything is, and the fake nodes' count and pods each (what
+// readiness waited for), for the test support and for people.
+func writeEnv(stateDir string, nodes *fakeNodes) error {
 	lines := []string{
 		"KUBECONFIG=" + filepath.Join(stateDir, "kubeconfig"),
 		fmt.Sprintf("GOVBROKER_API_SERVER=https://127.0.0.1:%d", apiserverPort),
@@ -400,6 +446,8 @@ func writeEnv(stateDir string) error {
 		fmt.Sprintf("GOVBROKER_REDIS=127.0.0.1:%d", redisPort),
 		"GOVBROKER_REDIS_ADMIN_FILE=" + redisAdminPath(stateDir),
 		"GOVBROKER_CLUSTER_LOGS=" + filepath.Join(stateDir, "logs"),
+		fmt.Sprintf("GOVBROKER_FAKE_NODES=%d", nodes.count),
+		"GOVBROKER_FAKE_NODE_PODS=" + nodes.pods.String(),
 	}
 	return os.WriteFile(filepath.Join(stateDir, "cluster.env"), []byte(strings.Join(lines, "\n")+"\n"), 0o644)
 }
@@ -573,7 +621,7 @@ func runStatus(args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if why := readiness(ctx, client); why != "" {
+	if why := readiness(ctx, client, nil); why != "" {
 		return fmt.Errorf("not ready: %s", why)
 	}
 	v, err := client.Discovery().ServerVersion()
