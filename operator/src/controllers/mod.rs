@@ -2,7 +2,8 @@
 //!
 //! A controller is a module of this folder with an entry point
 //! `pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), Error>`
-//! that runs until `shutdown` is cancelled. To add one:
+//! that runs until `shutdown` is cancelled (the agency and workload controllers also take
+//! the caches they share with the webhook). To add one:
 //!
 //! 1. add `pub mod <name>;` below and its name to [`CONTROLLERS`],
 //! 2. add an arm `result = <name>::run(ctx.clone(), shutdown.clone()) => result,` to
@@ -45,11 +46,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
     // once the agency controller runs. Nothing else may wait on it: the controller does,
     // and `Store::wait_until_ready` wakes only one waiter (see `cache`).
     let (store, agencies) = reflector::store::<Agency>();
+    // Likewise the workload controller's index of agency namespaces, which the Workload
+    // webhook reads.
+    let (namespaces, namespace_events) = workload::agency_namespaces(&ctx.client);
+    let webhook_namespaces = namespaces.clone();
     tokio::select! {
         () = shutdown.cancelled() => Ok(()),
         result = async {
             if ctx.settings.webhook {
-                webhook::run(ctx.clone(), store.clone(), shutdown.clone()).await
+                webhook::run(ctx.clone(), store.clone(), webhook_namespaces, shutdown.clone()).await
             } else {
                 ctx.readiness.serving();
                 std::future::pending().await
@@ -59,7 +64,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), E
         result = data_service_claim::run(ctx.clone(), shutdown.clone()) => result,
         result = data_service_class::run(ctx.clone(), shutdown.clone()) => result,
         result = data_share::run(ctx.clone(), shutdown.clone()) => result,
-        result = workload::run(ctx.clone(), shutdown.clone()) => result,
+        result = workload::run(ctx.clone(), (namespaces, namespace_events), shutdown.clone()) => result,
         result = agency::run(ctx.clone(), agencies, shutdown.clone()) => result,
     }
 }

@@ -63,15 +63,41 @@ const RECHECK: Duration = Duration::from_secs(30);
 /// reconcile, and so into one status write.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 
-/// What is kept of an agency namespace: the two labels read.
+/// What is kept of an agency namespace: the two labels read (by this controller and by
+/// the Workload webhook, which share one index).
 #[derive(Clone, Debug)]
-struct AgencyNamespace {
-    agency: Option<Box<str>>,
-    level: u8,
+pub struct AgencyNamespace {
+    /// The agency it belongs to (`None` for a namespace read live without the label).
+    pub agency: Option<Box<str>>,
+    /// Its security level, 5 (the strictest) when unreadable.
+    pub level: u8,
+}
+
+/// The stream that fills the [`Index`] of agency namespaces ([`agency_namespaces`]); the
+/// workload controller polls it.
+pub type NamespaceEvents =
+    futures::stream::BoxStream<'static, Result<PartialObjectMeta<Namespace>, watcher::Error>>;
+
+/// Every agency namespace (labelled with its agency) as an [`AgencyNamespace`], and the
+/// stream of changed namespaces that fills the index while polled: the workload
+/// controller polls it, and the Workload webhook reads the same index.
+pub fn agency_namespaces(client: &kube::Client) -> (Index<AgencyNamespace>, NamespaceEvents) {
+    let (index, stream) = Index::watch(
+        watcher(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            watcher::Config::default()
+                .labels(AGENCY_LABEL)
+                .any_semantic(),
+        )
+        .default_backoff(),
+        AgencyNamespace::of,
+    );
+    (index, stream.boxed())
 }
 
 impl AgencyNamespace {
-    fn of(ns: &PartialObjectMeta<Namespace>) -> Self {
+    /// Reads the two labels of `ns`.
+    pub fn of(ns: &PartialObjectMeta<Namespace>) -> Self {
         Self {
             agency: ns.labels().get(AGENCY_LABEL).map(|a| a.as_str().into()),
             // A namespace without a readable level gets the strictest treatment.
@@ -148,22 +174,17 @@ fn labelled() -> watcher::Config {
         .any_semantic()
 }
 
-/// Runs the workload controller until `shutdown` is cancelled.
-pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) -> Result<(), Error> {
+/// Runs the workload controller until `shutdown` is cancelled. `namespaces` is the index
+/// of agency namespaces and the stream that fills it ([`agency_namespaces`]).
+pub async fn run(
+    ctx: Arc<Context>,
+    (namespaces, ns_stream): (Index<AgencyNamespace>, NamespaceEvents),
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let client = ctx.client.clone();
 
     // Every agency namespace and every ResourceQuota are kept as their few read values
     // in compact indexes, not as objects (some 3.5 KiB an agency at national scale).
-    let (namespaces, ns_stream) = Index::watch(
-        watcher(
-            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-            watcher::Config::default()
-                .labels(AGENCY_LABEL)
-                .any_semantic(),
-        )
-        .default_backoff(),
-        AgencyNamespace::of,
-    );
     let (quotas, rq_stream) = Index::watch(
         watcher(
             Api::<ResourceQuota>::all(client.clone()),

@@ -35,6 +35,8 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::cache::Index;
+use crate::controllers::workload::AgencyNamespace;
 use crate::{Context, Error};
 
 /// Name of both webhook configurations.
@@ -59,12 +61,16 @@ pub struct WebhookState {
     pub image_policy: Arc<govbroker_domain::workload::ImagePolicy>,
     /// Data-service claims admitted moments ago, counted against quota until listed.
     pub admitted_claims: data_services::AdmittedClaims,
+    /// Every agency namespace's agency and security level, kept by the workload
+    /// controller's watch.
+    pub namespaces: Index<AgencyNamespace>,
 }
 
 /// Serves the webhook until `shutdown`, after applying the webhook configurations.
 pub async fn run(
     ctx: Arc<Context>,
     agencies: Store<Agency>,
+    namespaces: Index<AgencyNamespace>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let settings = &ctx.settings;
@@ -86,6 +92,7 @@ pub async fn run(
         recent: agency::Recent::default(),
         image_policy: Arc::new(settings.image_policy.clone()),
         admitted_claims: data_services::AdmittedClaims::default(),
+        namespaces,
     };
     let app = Router::new()
         .route(

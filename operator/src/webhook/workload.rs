@@ -4,25 +4,19 @@
 //! no new workload, scale-up, resume or larger resource requests once the agency's
 //! enforced budget is spent ([`govbroker_domain::workload::growth`]).
 
-use std::sync::OnceLock;
-
-use futures::StreamExt as _;
 use futures::future::BoxFuture;
 use govbroker_crds::Workload;
-use govbroker_domain::isolation::{AGENCY_LABEL, SECURITY_LEVEL_LABEL};
 use govbroker_domain::metering::Day;
 use govbroker_domain::workload::{Growth, growth, parse_image, validate as validate_spec};
 use k8s_openapi::api::admissionregistration::v1::{RuleWithOperations, ValidatingWebhook};
 use k8s_openapi::api::autoscaling::v1::Scale;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
-use kube::api::PartialObjectMeta;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt as _, watcher};
 
 use super::{Refusal, WebhookState, refuse};
 use crate::Context;
+use crate::controllers::workload::AgencyNamespace;
 
 /// Path of the handler.
 pub const PATH: &str = "/validate/workload";
@@ -47,38 +41,19 @@ pub fn webhook(ctx: &Context, ca_bundle: &[u8]) -> ValidatingWebhook {
     }
 }
 
-/// The agencies' namespaces (labelled with their agency), kept by a watch started with the
-/// first review, so that admitting a workload costs no request to the API server.
-static NAMESPACES: OnceLock<Store<PartialObjectMeta<Namespace>>> = OnceLock::new();
-
-/// The namespace `name`, from the cache, or read live when the cache does not have it
-/// (not filled yet, or the namespace is seconds old).
+/// The namespace `name`'s agency and security level, from the shared index, or read live
+/// when the index does not have it (not filled yet, or the namespace is seconds old).
 async fn agency_namespace(
-    client: &kube::Client,
+    state: &WebhookState,
     name: &str,
-) -> Result<Option<PartialObjectMeta<Namespace>>, kube::Error> {
-    let store = NAMESPACES.get_or_init(|| {
-        let (reader, writer) = reflector::store();
-        let stream = reflector::reflector(
-            writer,
-            watcher(
-                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-                watcher::Config::default()
-                    .labels(AGENCY_LABEL)
-                    .any_semantic(),
-            ),
-        )
-        .default_backoff()
-        .touched_objects();
-        tokio::spawn(stream.for_each(|_| futures::future::ready(())));
-        reader
-    });
-    if let Some(ns) = store.get(&ObjectRef::new(name)) {
-        return Ok(Some(ns.as_ref().clone()));
+) -> Result<Option<AgencyNamespace>, kube::Error> {
+    if let Some(ns) = state.namespaces.get(None, name) {
+        return Ok(Some(ns));
     }
-    Api::<Namespace>::all(client.clone())
+    Ok(Api::<Namespace>::all(state.client.clone())
         .get_metadata_opt(name)
-        .await
+        .await?
+        .map(|ns| AgencyNamespace::of(&ns)))
 }
 
 /// Admits or refuses a Workload create or update.
@@ -110,7 +85,7 @@ async fn validate_now(
         );
     }
     let namespace = request.namespace.clone().unwrap_or_default();
-    let ns = match agency_namespace(&state.client, &namespace).await {
+    let ns = match agency_namespace(state, &namespace).await {
         Ok(ns) => ns,
         Err(e) => {
             return refuse(
@@ -120,11 +95,7 @@ async fn validate_now(
             );
         }
     };
-    let labels = ns
-        .as_ref()
-        .and_then(|n| n.metadata.labels.clone())
-        .unwrap_or_default();
-    if !labels.contains_key(AGENCY_LABEL) {
+    let Some((agency, level)) = ns.and_then(|n| Some((n.agency?, n.level))) else {
         return refuse(
             response,
             Refusal::Invalid,
@@ -132,7 +103,7 @@ async fn validate_now(
                 "namespace \"{namespace}\" belongs to no agency: Workloads run in an agency's namespace (<agency>-<environment>, e.g. so-tttt-da-nang-prod)"
             ),
         );
-    }
+    };
     // An enforced, spent budget stops new workloads, scale-ups and larger requests, not
     // what runs.
     let growth = match (&request.operation, &request.old_object) {
@@ -141,7 +112,7 @@ async fn validate_now(
         _ => None,
     };
     if let Some(growth) = growth
-        && let Some(why) = budget_refusal(state, &labels[AGENCY_LABEL], &growth).await
+        && let Some(why) = budget_refusal(state, &agency, &growth).await
     {
         return refuse(response, Refusal::Forbidden, why);
     }
@@ -153,10 +124,6 @@ async fn validate_now(
             .as_ref()
             .is_none_or(|old| old.spec.image != workload.spec.image);
     if image_changed {
-        let level: u8 = labels
-            .get(SECURITY_LEVEL_LABEL)
-            .and_then(|l| l.parse().ok())
-            .unwrap_or(5);
         let image = match parse_image(&workload.spec.image) {
             Ok(image) => image,
             Err(e) => return refuse(response, Refusal::Invalid, e),
@@ -202,10 +169,8 @@ pub fn validate_scale(
             _ => return response,
         };
         let namespace = request.namespace.clone().unwrap_or_default();
-        let agency = match agency_namespace(&state.client, &namespace).await {
-            Ok(ns) => ns
-                .and_then(|n| n.metadata.labels)
-                .and_then(|mut l| l.remove(AGENCY_LABEL)),
+        let agency = match agency_namespace(&state, &namespace).await {
+            Ok(ns) => ns.and_then(|n| n.agency),
             Err(e) => {
                 return refuse(
                     response,
