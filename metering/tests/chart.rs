@@ -21,7 +21,7 @@ use std::process::{Child, Command};
 
 use anyhow::{Context, Result, ensure};
 use govbroker_crds::{Agency, PriceList};
-use govbroker_e2e::{DEFAULT_TIMEOUT, TestEnv, eventually, label_for_test, scenario, unique_name};
+use govbroker_e2e::{DEFAULT_TIMEOUT, TestEnv, create_agency, eventually, scenario, unique_name};
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
@@ -260,15 +260,14 @@ async fn the_charts_collector_runs_with_the_charts_rbac() {
             lists.create(&PostParams::default(), &pl).await?;
             let inner = async {
                 let name = unique_name("so-thu");
-                let mut agency: Agency = serde_json::from_value(serde_json::json!({
-                    "apiVersion": "govbroker.io/v1alpha1", "kind": "Agency",
-                    "metadata": {"name": name},
-                    "spec": {"displayName": "Sở thử", "level": "Central", "securityLevel": 2,
-                        "priceList": prices, "budget": {"monthlyVnd": 1000}}
-                }))?;
-                label_for_test(&mut agency, &t.namespace);
+                create_agency(
+                    &t,
+                    &name,
+                    serde_json::json!({"displayName": "Sở thử", "level": "Central",
+                        "securityLevel": 2, "priceList": prices, "budget": {"monthlyVnd": 1000}}),
+                )
+                .await?;
                 let agencies = Api::<Agency>::all(t.client.clone());
-                agencies.create(&PostParams::default(), &agency).await?;
                 support::commit_cpu(&prefix, &name, 1).await?;
 
                 let user = format!("system:serviceaccount:{}:govbroker-metering", t.namespace);
