@@ -198,25 +198,8 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    spawn_reflector(KubeApi::all(client.clone()), writer, what, shutdown.clone());
-    store
-}
-
-/// Keeps `writer`'s store current with a watch of `api` until `shutdown`.
-fn spawn_reflector<K>(
-    api: KubeApi<K>,
-    writer: reflector::store::Writer<K>,
-    what: &'static str,
-    shutdown: CancellationToken,
-) where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+    let api = KubeApi::<K>::all(client.clone());
+    let shutdown = shutdown.clone();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
         .default_backoff()
         .touched_objects();
@@ -233,6 +216,7 @@ fn spawn_reflector<K>(
             }
         }
     });
+    store
 }
 
 fn health(ready: Arc<AtomicBool>, registry: Registry) -> Router {

@@ -13,7 +13,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api as KubeApi, ResourceExt as _};
 use serde_json::{Map, Value, json};
 
-use super::{Api, create_params, patch_params};
+use super::{Api, Page, create_params, patch_params};
 use crate::auth::{Caller, Permission};
 use crate::convert;
 use crate::error::ApiError;
@@ -97,23 +97,19 @@ impl Api {
             })
             .collect();
         candidates.sort_by_key(|a| a.name_any());
-        let mut page = Vec::new();
-        let mut more = false;
+        let mut page = Page::new(page_size);
         for agency in candidates {
-            if page.len() == page_size {
-                more = true;
+            if !page.has_room() {
                 break;
             }
-            if see_all || self.may_read(&caller, &agency.name_any()).await? {
-                page.push(agency);
+            let name = agency.name_any();
+            if see_all || self.may_read(&caller, &name).await? {
+                page.push(name, convert::agency_to_proto(&agency));
             }
         }
-        let next_page_token = match (more, page.last()) {
-            (true, Some(last)) => validate::page_token(&last.name_any()),
-            _ => String::new(),
-        };
+        let (agencies, next_page_token) = page.finish();
         Ok(proto::ListAgenciesResponse {
-            agencies: page.iter().map(|a| convert::agency_to_proto(a)).collect(),
+            agencies,
             next_page_token,
         })
     }

@@ -11,7 +11,7 @@ use kube::api::{ObjectMeta, Patch};
 use kube::{Api as KubeApi, ResourceExt as _};
 use serde_json::json;
 
-use super::{Api, create_params, patch_params};
+use super::{Api, Page, create_params, patch_params};
 use crate::auth::{Caller, Permission};
 use crate::convert;
 use crate::error::ApiError;
@@ -112,41 +112,28 @@ impl Api {
             .filter(|(key, _)| after.as_ref().is_none_or(|after| key > after))
             .collect();
         candidates.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut allowed: BTreeMap<String, bool> = BTreeMap::new();
-        let mut page = Vec::new();
-        let mut last_key = None;
-        let mut more = false;
+        let mut allowed = BTreeMap::new();
+        let mut page = Page::new(page_size);
         for (key, qr) in candidates {
             let message = convert::quota_request_to_proto(&qr);
             if !request.phase.is_empty() && message.phase != request.phase {
                 continue;
             }
-            if page.len() == page_size {
-                more = true;
+            if !page.has_room() {
                 break;
             }
-            let may = match allowed.get(&qr.spec.agency) {
-                Some(may) => *may,
-                None => {
-                    let may = self
-                        .identity
-                        .can(&caller, &read_permission(&qr.spec.agency))
-                        .await?;
-                    allowed.insert(qr.spec.agency.clone(), may);
-                    may
-                }
-            };
-            if may {
-                page.push(message);
-                last_key = Some(key);
+            let agency = &qr.spec.agency;
+            if self
+                .can_once(&caller, &mut allowed, agency, || read_permission(agency))
+                .await?
+            {
+                page.push(key, message);
             }
         }
+        let (quota_requests, next_page_token) = page.finish();
         Ok(proto::ListQuotaRequestsResponse {
-            quota_requests: page,
-            next_page_token: match (more, last_key) {
-                (true, Some(key)) => validate::page_token(&key),
-                _ => String::new(),
-            },
+            quota_requests,
+            next_page_token,
         })
     }
 

@@ -30,7 +30,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::operations::{Operation, operation};
-use super::{Api, Method, create_params, patch_params, target};
+use super::{Api, Method, create_params, first_page, patch_params, target};
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
 use crate::proto;
@@ -417,13 +417,7 @@ impl Api {
                     && after.as_ref().is_none_or(|after| &w.name_any() > after)
             })
             .collect();
-        items.sort_by_key(|w| w.name_any());
-        let more = items.len() > page_size;
-        items.truncate(page_size);
-        let next_page_token = match (more, items.last()) {
-            (true, Some(last)) => validate::page_token(&last.name_any()),
-            _ => String::new(),
-        };
+        let next_page_token = first_page(&mut items, page_size, |w| w.name_any());
         Ok(proto::ListWorkloadsResponse {
             workloads: items
                 .iter()
