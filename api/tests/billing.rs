@@ -31,6 +31,24 @@ async fn billing(token: &str) -> Result<Billing> {
     ))
 }
 
+/// A bill exported as `client`, in `format` (csv or xlsx).
+async fn export(
+    client: &Billing,
+    agency: &str,
+    month: &str,
+    format: &str,
+) -> Result<proto::ExportBillResponse> {
+    Ok(client
+        .clone()
+        .export_bill(proto::ExportBillRequest {
+            agency: agency.to_owned(),
+            month: month.to_owned(),
+            format: format.to_owned(),
+        })
+        .await?
+        .into_inner())
+}
+
 fn agency(
     name: &str,
     level: AgencyLevel,
@@ -244,15 +262,7 @@ async fn bills_are_rated_rolled_up_exported_and_guarded() {
             ensure!(list.bills.len() == 2, "{list:#?}");
             ensure!(list.bills[0].agency == root && list.bills[0].subtree_total_vnd == 1_712);
             ensure!(list.bills[1].agency == child && list.bills[1].total_vnd == 1_520);
-            let csv = as_child
-                .clone()
-                .export_bill(proto::ExportBillRequest {
-                    agency: child.clone(),
-                    month: "2026-11".to_owned(),
-                    format: "csv".to_owned(),
-                })
-                .await?
-                .into_inner();
+            let csv = export(&as_child, &child, "2026-11", "csv").await?;
             ensure!(csv.file_name == format!("{child}-2026-11.csv"));
             ensure!(
                 csv.content.contains(",TOTAL,") && csv.content.contains(",1520,"),
@@ -260,15 +270,7 @@ async fn bills_are_rated_rolled_up_exported_and_guarded() {
                 csv.content
             );
 
-            let xlsx = as_child
-                .clone()
-                .export_bill(proto::ExportBillRequest {
-                    agency: child.clone(),
-                    month: "2026-11".to_owned(),
-                    format: "xlsx".to_owned(),
-                })
-                .await?
-                .into_inner();
+            let xlsx = export(&as_child, &child, "2026-11", "xlsx").await?;
             ensure!(xlsx.file_name.ends_with(".xlsx") && xlsx.content_base64.starts_with("UEs"));
 
             // A child's owner cannot read the parent's bill; another agency reads none.
@@ -490,15 +492,7 @@ async fn usage_is_read_and_past_months_are_re_rated_by_admins_keeping_earlier_bi
                     && bill.earlier_versions[0].price_list_revision == 2,
                 "{bill:#?}"
             );
-            let csv = as_owner
-                .clone()
-                .export_bill(proto::ExportBillRequest {
-                    agency: name.clone(),
-                    month: "2026-10".to_owned(),
-                    format: "csv".to_owned(),
-                })
-                .await?
-                .into_inner();
+            let csv = export(&as_owner, &name, "2026-10", "csv").await?;
             ensure!(csv.content.contains(",720,"), "{}", csv.content);
 
             // Through the HTTP face, a second re-rate: both earlier bills are kept.
@@ -612,15 +606,7 @@ async fn a_past_month_keeps_the_price_list_revision_in_force_when_it_ended() {
                 october_after.total_vnd == 720 && october_after.price_list_revision == 1,
                 "{october_after:#?}"
             );
-            let csv = as_finance
-                .clone()
-                .export_bill(proto::ExportBillRequest {
-                    agency: name.clone(),
-                    month: "2026-10".to_owned(),
-                    format: "csv".to_owned(),
-                })
-                .await?
-                .into_inner();
+            let csv = export(&as_finance, &name, "2026-10", "csv").await?;
             ensure!(csv.content.contains(",720,"), "{}", csv.content);
             // Revision 2 would bill it 900 ₫: only a re-rate or a preview uses it.
             let preview = as_finance
