@@ -244,6 +244,46 @@ async fn agency_becomes_isolated_namespaces_with_quota_and_vietnamese_names() {
     .await;
 }
 
+/// New objects are created with a plain POST (cheaper for the API server than an apply);
+/// a later change must still remove what the spec no longer asks for, as an apply does.
+#[tokio::test]
+async fn a_changed_spec_removes_from_created_objects_what_it_no_longer_asks_for() {
+    start();
+    scenario("agency-change", |t: TestEnv| async move {
+        let root = unique_name("bo");
+        let mut quota = amounts("1", "1Gi", "5");
+        quota.ephemeral_storage = q("2Gi");
+        let mut ministry = agency(&root, AgencyLevel::Central, None, 2, amounts("4", "8Gi", "20"));
+        ministry.spec.quota.ephemeral_storage = q("4Gi");
+        ministry.spec.environments = vec![env("prod", quota)];
+        let tree = Tree::create(&t, vec![ministry]).await?;
+        tree.ready(&root).await?;
+        let quotas = Api::<ResourceQuota>::namespaced(t.client.clone(), &format!("{root}-prod"));
+        let hard = |q: &ResourceQuota| q.spec.as_ref().and_then(|s| s.hard.clone()).unwrap_or_default();
+        let created = quotas.get("govbroker-quota").await?;
+        ensure!(hard(&created).contains_key("requests.ephemeral-storage"), "hard {:?}", hard(&created));
+
+        let patch = serde_json::json!({"spec": {"environments": [{"name": "prod", "quota": {"cpu": "1", "memory": "1Gi", "pods": "5"}}]}});
+        tree.api.patch(&root, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let changed = wait_for(&quotas, "govbroker-quota", "the quota to drop ephemeral storage", DEFAULT_TIMEOUT, |q: Option<&ResourceQuota>| {
+            q.is_some_and(|q| !hard(q).contains_key("requests.ephemeral-storage"))
+        })
+        .await?
+        .context("the quota vanished")?;
+        ensure!(hard(&changed).get("requests.cpu") == Some(&Quantity("1".into())), "hard {:?}", hard(&changed));
+        // The controller's fields are all under its one Apply entry now.
+        let ours: Vec<_> = changed
+            .managed_fields()
+            .iter()
+            .filter(|e| e.manager.as_deref() == Some("govbroker-agency"))
+            .map(|e| e.operation.clone().unwrap_or_default())
+            .collect();
+        ensure!(ours == ["Apply"], "the controller's managed-field entries: {ours:?}");
+        tree.cleanup().await
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn owners_administer_their_agency_and_see_nothing_of_others() {
     start();
