@@ -165,7 +165,9 @@ impl Applier<'_> {
             )
             .map_err(|e| Error::Kube(kube::Error::BuildRequest(e)))?;
         self.count::<K>();
-        self.ctx.client.request::<K>(request).await?;
+        // The answer is not read: the watch brings the object (decoding it here too
+        // would cost CPU for nothing).
+        self.ctx.client.request_text(request).await?;
         Ok(())
     }
 
@@ -183,7 +185,7 @@ impl Applier<'_> {
             .create(&params, body)
             .map_err(|e| Error::Kube(kube::Error::BuildRequest(e)))?;
         self.count::<K>();
-        match self.ctx.client.request::<K>(request).await {
+        match self.ctx.client.request_text(request).await {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
             Err(e) => Err(e.into()),
