@@ -190,7 +190,9 @@ func runUp(args []string) error {
 			// The loopback advertise address cannot be an endpoint of the kubernetes Service.
 			"--endpoint-reconciler-type", "none",
 			"--max-requests-inflight", "800", "--max-mutating-requests-inflight", "400",
-			"--profiling=false",
+			// /debug/pprof only when asked (GOVCLUSTER_APISERVER_PROFILING=1), to profile
+			// the control plane under a benchmark.
+			"--profiling=" + strconv.FormatBool(os.Getenv("GOVCLUSTER_APISERVER_PROFILING") == "1"),
 			"--cert-dir", filepath.Join(o.stateDir, "pki", "apiserver-generated"),
 		}},
 		{name: "kube-controller-manager", args: []string{bin("kube-controller-manager"),
