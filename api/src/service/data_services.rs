@@ -214,18 +214,6 @@ impl Api {
             })
     }
 
-    /// The claims of `namespace`, changed as the caller.
-    fn claims_as(
-        &self,
-        caller: &Caller,
-        namespace: &str,
-    ) -> Result<KubeApi<DataServiceClaim>, ApiError> {
-        Ok(KubeApi::namespaced(
-            self.identity.client_for(caller)?,
-            namespace,
-        ))
-    }
-
     /// The Secret `name` in `namespace`, read as the caller. A refusal names who may
     /// read it (`readers`); a missing Secret is explained by `missing`; other errors speak
     /// of `what`.
@@ -238,7 +226,7 @@ impl Api {
         what: &str,
         missing: impl FnOnce() -> ApiError,
     ) -> Result<Secret, ApiError> {
-        let api = KubeApi::<Secret>::namespaced(self.identity.client_for(caller)?, namespace);
+        let api = self.namespaced_as::<Secret>(caller, namespace)?;
         api.get(name).await.map_err(|e| match e {
             kube::Error::Api(s) if s.code == 403 => ApiError::PermissionDenied(format!(
                 "{} may not get secrets in namespace \"{namespace}\": {readers}",
@@ -368,7 +356,7 @@ impl Api {
                 ),
             ));
         }
-        let api = self.claims_as(&caller, &namespace)?;
+        let api = self.namespaced_as::<DataServiceClaim>(&caller, &namespace)?;
         let created = api
             .create(&create_params(), &claim)
             .await
@@ -508,7 +496,7 @@ impl Api {
         request: proto::DeleteDataServiceClaimRequest,
     ) -> Result<proto::DeleteDataServiceClaimResponse, ApiError> {
         let namespace = claim_address(&request.agency, &request.environment, &request.name)?;
-        let api = self.claims_as(&caller, &namespace)?;
+        let api = self.namespaced_as::<DataServiceClaim>(&caller, &namespace)?;
         api.delete(&request.name, &DeleteParams::background())
             .await
             .map_err(|e| ApiError::from_kube(e, &claim_what(&namespace, &request.name)))?;
@@ -552,7 +540,7 @@ impl Api {
         request: proto::RotateDataServicePasswordRequest,
     ) -> Result<proto::DataServiceClaim, ApiError> {
         let namespace = claim_address(&request.agency, &request.environment, &request.name)?;
-        let api = self.claims_as(&caller, &namespace)?;
+        let api = self.namespaced_as::<DataServiceClaim>(&caller, &namespace)?;
         let requested = jiff::Timestamp::now().to_string();
         let patch = json!({"metadata": {"annotations": {ROTATE_PASSWORD_ANNOTATION: requested}}});
         let patched = api

@@ -190,6 +190,23 @@ impl<T> Page<T> {
 }
 
 impl Api {
+    /// The objects of kind `K` in `namespace`, read and changed as the caller (the API
+    /// server's own authorization decides).
+    pub fn namespaced_as<K>(
+        &self,
+        caller: &Caller,
+        namespace: &str,
+    ) -> Result<kube::Api<K>, ApiError>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Ok(kube::Api::namespaced(
+            self.identity.client_for(caller)?,
+            namespace,
+        ))
+    }
+
     /// Whether `caller` has the permission that `key` (an agency, a namespace) stands
     /// for, asked once per key in one call: a list checks many items of few owners.
     pub async fn can_once(

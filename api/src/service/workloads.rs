@@ -24,7 +24,7 @@ use govbroker_ledger::Target;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::{DeleteParams, Patch, WatchEvent, WatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api as KubeApi, Client, ResourceExt as _};
+use kube::{Client, ResourceExt as _};
 use prost::Message as _;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -325,17 +325,6 @@ pub fn workload_to_proto(w: &Workload, agency: &str, environment: &str) -> proto
 }
 
 impl Api {
-    fn workload_client(
-        &self,
-        caller: &Caller,
-        namespace: &str,
-    ) -> Result<KubeApi<Workload>, ApiError> {
-        Ok(KubeApi::namespaced(
-            self.identity.client_for(caller)?,
-            namespace,
-        ))
-    }
-
     /// CreateWorkload.
     pub async fn create_workload(
         &self,
@@ -353,7 +342,7 @@ impl Api {
         }
         let workload = workload_from_proto(&message, &namespace)?;
         let created = self
-            .workload_client(&caller, &namespace)?
+            .namespaced_as::<Workload>(&caller, &namespace)?
             .create(&create_params(), &workload)
             .await
             .map_err(|e| ApiError::from_kube(e, &what(&namespace, &message.name)))?;
@@ -435,7 +424,7 @@ impl Api {
     ) -> Result<proto::Workload, ApiError> {
         let namespace = address(agency, environment, name)?;
         let updated = self
-            .workload_client(caller, &namespace)?
+            .namespaced_as::<Workload>(caller, &namespace)?
             .patch(
                 name,
                 &patch_params(),
@@ -497,7 +486,7 @@ impl Api {
         request: proto::DeleteWorkloadRequest,
     ) -> Result<proto::DeleteWorkloadResponse, ApiError> {
         let namespace = address(&request.agency, &request.environment, &request.name)?;
-        self.workload_client(&caller, &namespace)?
+        self.namespaced_as::<Workload>(&caller, &namespace)?
             .delete(&request.name, &DeleteParams::background())
             .await
             .map_err(|e| ApiError::from_kube(e, &what(&namespace, &request.name)))?;
@@ -512,7 +501,7 @@ impl Api {
         request: proto::WatchWorkloadRequest,
     ) -> Result<WorkloadEvents, ApiError> {
         let namespace = address(&request.agency, &request.environment, &request.name)?;
-        let api = self.workload_client(&caller, &namespace)?;
+        let api = self.namespaced_as::<Workload>(&caller, &namespace)?;
         let name = request.name.clone();
         let current = api
             .get(&name)
