@@ -154,16 +154,11 @@ impl Applier<'_> {
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
-        let name = desired.name_any();
-        let namespace = desired.namespace();
-        // Built by hand so one function serves namespaced and cluster-scoped kinds.
-        let request = kube::core::Request::new(K::url_path(&(), namespace.as_deref()))
-            .patch(
-                &name,
-                &PatchParams::apply(self.field_manager).force(),
-                &Patch::Apply(desired),
-            )
-            .map_err(|e| Error::Kube(kube::Error::BuildRequest(e)))?;
+        let request = built(requests::<K>(desired).patch(
+            &desired.name_any(),
+            &PatchParams::apply(self.field_manager).force(),
+            &Patch::Apply(desired),
+        ))?;
         self.count::<K>();
         // The answer is not read: the watch brings the object (decoding it here too
         // would cost CPU for nothing).
@@ -181,9 +176,7 @@ impl Applier<'_> {
             ..PostParams::default()
         };
         let body = serde_json::to_vec(desired).map_err(Error::Serialize)?;
-        let request = kube::core::Request::new(K::url_path(&(), desired.namespace().as_deref()))
-            .create(&params, body)
-            .map_err(|e| Error::Kube(kube::Error::BuildRequest(e)))?;
+        let request = built(requests::<K>(desired).create(&params, body))?;
         self.count::<K>();
         match self.ctx.client.request_text(request).await {
             Ok(_) => Ok(true),
@@ -199,11 +192,8 @@ impl Applier<'_> {
     where
         K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
     {
-        let (namespace, name) = (desired.namespace(), desired.name_any());
-        let path = K::url_path(&(), namespace.as_deref());
-        let get = kube::core::Request::new(&path)
-            .get(&name, &GetParams::default())
-            .map_err(|e| Error::Kube(kube::Error::BuildRequest(e)))?;
+        let name = desired.name_any();
+        let get = built(requests::<K>(desired).get_metadata(&name, &GetParams::default()))?;
         let current = match self.ctx.client.request::<PartialObjectMeta<K>>(get).await {
             Ok(current) => current,
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
@@ -221,18 +211,13 @@ impl Applier<'_> {
                 "managedFields": adopted,
             }
         });
-        let request = kube::core::Request::new(&path)
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::<serde_json::Value>::Merge(patch),
-            )
-            .map_err(|e| Error::Kube(kube::Error::BuildRequest(e)))?;
+        let request = built(requests::<K>(desired).patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::<serde_json::Value>::Merge(patch),
+        ))?;
         self.count::<K>();
-        self.ctx
-            .client
-            .request::<PartialObjectMeta<K>>(request)
-            .await?;
+        self.ctx.client.request_text(request).await?;
         Ok(())
     }
 
@@ -257,6 +242,17 @@ impl Applier<'_> {
             .with_label_values(&[self.controller, &K::kind(&())])
             .inc();
     }
+}
+
+/// Requests about objects of kind `K` where `object` lives; built by hand so one
+/// function serves namespaced and cluster-scoped kinds.
+fn requests<K: Resource<DynamicType = ()>>(object: &K) -> kube::core::Request {
+    kube::core::Request::new(K::url_path(&(), object.namespace().as_deref()))
+}
+
+/// A request as built, or why it could not be.
+fn built<T>(request: Result<T, kube::core::request::Error>) -> Result<T, Error> {
+    request.map_err(|e| Error::Kube(kube::Error::BuildRequest(e)))
 }
 
 /// The managed-field entries with `manager`'s `Update` entries (what its creates set)
