@@ -58,9 +58,10 @@ concurrency. It measures:
 
 The baseline runs first and is cleaned up before the operator is restarted, so the
 operator's memory figures are its own. It runs again after the operator's agencies are
-deleted: the same work takes this machine's control plane up to a third longer from one
-minute to the next (a shared VM), and bracketing the operator's run between two baselines
-keeps that drift out of the ratio; both are printed. --keep skips the second baseline. Everything is deleted at the end unless --keep.
+deleted: the same work took this machine's control plane up to a third longer from one
+minute to the next, and bracketing the operator's run between two baselines keeps that
+drift out of the ratio; both are printed. Everything is deleted at the end unless --keep
+(which also skips the second baseline).
 For realistic numbers use a release build of the operator
 (cargo build -p govbroker-operator --release); the debug build is used when no release
 build exists.
@@ -899,31 +900,27 @@ fn print_summary(n: usize, nodes: usize, s: &Summary) {
         ),
         None => println!("  operator: not all Ready (see above)"),
     }
-    if let Some((_, objects)) = s.baselines.first() {
-        let times: Vec<String> = s
-            .baselines
-            .iter()
-            .map(|(d, _)| format!("{:.1}s", secs(*d)))
-            .collect();
-        let mean =
-            s.baselines.iter().map(|(d, _)| secs(*d)).sum::<f64>() / s.baselines.len() as f64;
+    let labels = ["before the operator's run", "after it"];
+    for ((d, objects), label) in s.baselines.iter().zip(labels) {
+        let ratio = s
+            .ready
+            .map(|op| format!(", ratio {:.2}", secs(op) / secs(*d)))
+            .unwrap_or_default();
         println!(
-            "  baseline: same objects ({objects}) created directly in {} (before, after the operator's run), mean {mean:.1}s",
-            times.join(", ")
+            "  baseline: same {objects} objects created directly in {:.1}s ({label}){ratio}",
+            secs(*d)
         );
-        if let Some(op) = s.ready {
+    }
+    match (s.ready, s.baselines.len()) {
+        (_, 0) => println!("  baseline: not run"),
+        (Some(op), count) => {
+            let mean = s.baselines.iter().map(|(d, _)| secs(*d)).sum::<f64>() / count as f64;
             println!(
-                "  ratio:    {:.2} to the mean (target <= 1.5 at 1,000); {} to each",
-                secs(op) / mean,
-                s.baselines
-                    .iter()
-                    .map(|(d, _)| format!("{:.2}", secs(op) / secs(*d)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "  ratio:    {:.2} to the mean baseline {mean:.1}s (target <= 1.5 at 1,000)",
+                secs(op) / mean
             );
         }
-    } else {
-        println!("  baseline: not run");
+        (None, _) => {}
     }
     if let Some(peak) = s.peak_kib {
         println!(
