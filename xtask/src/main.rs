@@ -23,6 +23,8 @@ const API_ADDR: &str = "127.0.0.1:18500";
 const API_HEALTH_ADDR: &str = "127.0.0.1:18501";
 /// The owner of a demo agency (demo/agencies.yaml) that `cloud up` mints a token for.
 const DEMO_OWNER: (&str, &str) = ("nguyen.van.an@danang.gov.vn", "so-tttt-da-nang");
+/// Label of the demo's data-service claims and share (demo/data.yaml), which the waits select.
+const DEMO_SELECTOR: &str = "app.kubernetes.io/part-of=govbroker-demo";
 
 /// Debian packages the build and the tests need: (a shell test that succeeds when the
 /// package is installed, the package). protoc compiles the protos (ours and
@@ -316,13 +318,13 @@ impl Project {
             false,
             &self.root.join("demo/agencies.yaml"),
         )?;
-        run_cmd(self.kubectl().args([
-            "wait",
-            "--for=condition=Ready",
-            "--timeout=120s",
-            "agencies",
-            "--all",
-        ]))?;
+        // Waits name the demo's own objects: anything else in the cluster (a test's
+        // leftovers in a reused cloud) must not hold the demo up.
+        run_cmd(
+            self.kubectl()
+                .args(["wait", "--for=condition=Ready", "--timeout=120s", "-f"])
+                .arg(self.root.join("demo/agencies.yaml")),
+        )?;
         run_cmd(self.kubectl().args(["get", "agencies", "-o", "wide"]))?;
 
         step(
@@ -354,14 +356,16 @@ impl Project {
             false,
             &self.root.join("demo/workloads.yaml"),
         )?;
-        run_cmd(self.kubectl().args([
-            "wait",
-            "--for=jsonpath={.status.phase}=Available",
-            "--timeout=120s",
-            "workloads",
-            "--all",
-            "--all-namespaces",
-        ]))?;
+        run_cmd(
+            self.kubectl()
+                .args([
+                    "wait",
+                    "--for=jsonpath={.status.phase}=Available",
+                    "--timeout=120s",
+                    "-f",
+                ])
+                .arg(self.root.join("demo/workloads.yaml")),
+        )?;
 
         let owner_token = self.mint_token(DEMO_OWNER.0, &[])?;
         let admin_token = self.mint_token("admin@gov.vn", &["govbroker:platform-admins"])?;
@@ -465,15 +469,17 @@ impl Project {
             "--for=jsonpath={.status.phase}=Ready",
             "--timeout=120s",
             "dataserviceclaims",
-            "--all",
             "--all-namespaces",
+            "--selector",
+            DEMO_SELECTOR,
         ]))?;
         run_cmd(self.kubectl().args([
             "wait",
             "--for=jsonpath={.status.phase}=Granted",
             "--timeout=120s",
             "datashares",
-            "--all",
+            "--selector",
+            DEMO_SELECTOR,
         ]))?;
         run_cmd(
             self.kubectl()
