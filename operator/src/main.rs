@@ -17,7 +17,11 @@ fn main() -> ExitCode {
     // provider cannot make the TLS client set-up ambiguous. Err means one is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let result = tokio::runtime::Builder::new_multi_thread()
+    // One thread runs everything. The operator mostly waits on the API server, which
+    // shares the machine's cores with it; with a worker per core its threads kept
+    // waking each other (futex, scheduler) for every watch event and answer, which
+    // cost about as much CPU as the work itself (docs/agencies.md, "One thread").
+    let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(govbroker_operator::Error::Runtime)
