@@ -17,11 +17,15 @@ fn main() -> ExitCode {
     // provider cannot make the TLS client set-up ambiguous. Err means one is installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    // One thread runs everything. The operator mostly waits on the API server, which
-    // shares the machine's cores with it; with a worker per core its threads kept
-    // waking each other (futex, scheduler) for every watch event and answer, which
-    // cost about as much CPU as the work itself (docs/agencies.md, "One thread").
-    let result = tokio::runtime::Builder::new_current_thread()
+    // Two threads: the controllers run on this one (`block_on`), and one worker runs
+    // what is spawned: the probe, metrics and webhook servers and the client's
+    // connections, so an admission review is answered while the controllers are busy
+    // (listing 12,000 agencies at start-up takes seconds of CPU). A worker per core
+    // cost as much CPU as the work: the operator mostly waits on the API server, which
+    // shares the cores, and its workers kept waking each other (docs/agencies.md, "One
+    // worker thread").
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .map_err(govbroker_operator::Error::Runtime)
