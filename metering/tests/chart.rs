@@ -24,7 +24,7 @@ use govbroker_crds::{Agency, PriceList};
 use govbroker_e2e::{DEFAULT_TIMEOUT, TestEnv, create_agency, eventually, scenario, unique_name};
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -248,16 +248,8 @@ async fn the_charts_collector_runs_with_the_charts_rbac() {
             for object in [service_account, role, binding] {
                 apply(&t, object)?;
             }
-            let prices = unique_name("gia");
-            let pl: PriceList = serde_json::from_value(serde_json::json!({
-                "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
-                "metadata": {"name": prices},
-                "spec": {"revisions": [{"revision": 1, "reason": "thử", "rates": [
-                    {"effectiveFrom": "2020-01-01", "cpuPerVcpuHour": "1000",
-                     "memoryPerGibHour": "0", "storagePerGibMonth": "0"}]}]}
-            }))?;
+            let prices = support::cpu_price_list(&t.client).await?;
             let lists = Api::<PriceList>::all(t.client.clone());
-            lists.create(&PostParams::default(), &pl).await?;
             let inner = async {
                 let name = unique_name("so-thu");
                 create_agency(

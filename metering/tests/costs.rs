@@ -23,7 +23,7 @@ use govbroker_metering::costs;
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use support::commit_cpu;
+use support::{commit_cpu, cpu_price_list};
 use tokio_util::sync::CancellationToken;
 
 /// A cost pass rates and writes every agency in the cluster, from its own test's ledger
@@ -44,7 +44,7 @@ async fn budgets_are_tracked_in_the_agency_status() {
     govbroker_e2e::operator(operator.to_str().expect("a UTF-8 path"));
     scenario("metering-costs", |t| async move {
         let name = unique_name("so-tai-chinh");
-        let prices = price_list(&t.client).await?;
+        let prices = cpu_price_list(&t.client).await?;
         let result = async {
             create_agency(
                 &t,
@@ -128,22 +128,6 @@ async fn budgets_are_tracked_in_the_agency_status() {
     .await;
 }
 
-/// A PriceList of its own for a test: 1.000 ₫ per vCPU-hour, nothing else priced.
-async fn price_list(client: &kube::Client) -> anyhow::Result<String> {
-    let name = unique_name("gia");
-    let pl: PriceList = serde_json::from_value(serde_json::json!({
-        "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
-        "metadata": {"name": name},
-        "spec": {"revisions": [{"revision": 1, "reason": "thử", "rates": [
-            {"effectiveFrom": "2020-01-01", "cpuPerVcpuHour": "1000",
-             "memoryPerGibHour": "0", "storagePerGibMonth": "0"}]}]}
-    }))?;
-    Api::<PriceList>::all(client.clone())
-        .create(&PostParams::default(), &pl)
-        .await?;
-    Ok(name)
-}
-
 /// Deletes a test's PriceList and its ledger keys.
 async fn cleanup(client: &kube::Client, prices: &str, prefix: &str) {
     let _ = Api::<PriceList>::all(client.clone())
@@ -215,7 +199,7 @@ async fn an_enforced_budget_refuses_new_workloads_scale_ups_and_larger_requests_
     govbroker_e2e::operator(operator.to_str().expect("a UTF-8 path"));
     scenario("metering-budget-enforced", |t| async move {
         let name = unique_name("so-ke-hoach");
-        let prices = price_list(&t.client).await?;
+        let prices = cpu_price_list(&t.client).await?;
         let result = async {
             let quota =
                 serde_json::json!({"cpu": "4", "memory": "4Gi", "pods": "20", "services": "5"});
@@ -436,7 +420,7 @@ async fn a_deleted_agencys_series_leave_the_collector_metrics() {
     scenario("metering-gauges-deleted", |t| async move {
         let gone = unique_name("so-giai-the");
         let kept = unique_name("so-con-lai");
-        let prices = price_list(&t.client).await?;
+        let prices = cpu_price_list(&t.client).await?;
         let result = async {
             let agencies = Api::<Agency>::all(t.client.clone());
             for name in [&gone, &kept] {

@@ -54,3 +54,21 @@ pub async fn commit_cpu(
     ledger.release(&fence).await?;
     Ok(ledger)
 }
+
+/// Creates a PriceList of a test's own: 1.000 ₫ per vCPU-hour, nothing else priced;
+/// returns its name.
+pub async fn cpu_price_list(client: &kube::Client) -> anyhow::Result<String> {
+    use govbroker_crds::PriceList;
+    let name = govbroker_e2e::unique_name("gia");
+    let pl: PriceList = serde_json::from_value(serde_json::json!({
+        "apiVersion": "govbroker.io/v1alpha1", "kind": "PriceList",
+        "metadata": {"name": name},
+        "spec": {"revisions": [{"revision": 1, "reason": "thử", "rates": [
+            {"effectiveFrom": "2020-01-01", "cpuPerVcpuHour": "1000",
+             "memoryPerGibHour": "0", "storagePerGibMonth": "0"}]}]}
+    }))?;
+    kube::Api::<PriceList>::all(client.clone())
+        .create(&kube::api::PostParams::default(), &pl)
+        .await?;
+    Ok(name)
+}
