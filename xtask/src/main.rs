@@ -6,6 +6,7 @@
 //! `cargo xtask test` runs the whole test suite.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -318,12 +319,12 @@ impl Project {
             false,
             &self.root.join("demo/agencies.yaml"),
         )?;
-        // Waits name the demo's own objects: anything else in the cluster (a test's
-        // leftovers in a reused cloud) must not hold the demo up.
-        run_cmd(
-            self.kubectl()
-                .args(["wait", "--for=condition=Ready", "--timeout=120s", "-f"])
-                .arg(self.root.join("demo/agencies.yaml")),
+        self.wait_for(
+            "condition=Ready",
+            [
+                OsStr::new("-f"),
+                self.root.join("demo/agencies.yaml").as_os_str(),
+            ],
         )?;
         run_cmd(self.kubectl().args(["get", "agencies", "-o", "wide"]))?;
 
@@ -356,15 +357,12 @@ impl Project {
             false,
             &self.root.join("demo/workloads.yaml"),
         )?;
-        run_cmd(
-            self.kubectl()
-                .args([
-                    "wait",
-                    "--for=jsonpath={.status.phase}=Available",
-                    "--timeout=120s",
-                    "-f",
-                ])
-                .arg(self.root.join("demo/workloads.yaml")),
+        self.wait_for(
+            "jsonpath={.status.phase}=Available",
+            [
+                OsStr::new("-f"),
+                self.root.join("demo/workloads.yaml").as_os_str(),
+            ],
         )?;
 
         let owner_token = self.mint_token(DEMO_OWNER.0, &[])?;
@@ -464,28 +462,39 @@ impl Project {
             &self.root.join("demo/data-services.yaml"),
         )?;
         self.apply("govbroker-demo", false, &self.root.join("demo/data.yaml"))?;
-        run_cmd(self.kubectl().args([
-            "wait",
-            "--for=jsonpath={.status.phase}=Ready",
-            "--timeout=120s",
-            "dataserviceclaims",
-            "--all-namespaces",
-            "--selector",
-            DEMO_SELECTOR,
-        ]))?;
-        run_cmd(self.kubectl().args([
-            "wait",
-            "--for=jsonpath={.status.phase}=Granted",
-            "--timeout=120s",
-            "datashares",
-            "--selector",
-            DEMO_SELECTOR,
-        ]))?;
+        self.wait_for(
+            "jsonpath={.status.phase}=Ready",
+            [
+                "dataserviceclaims",
+                "--all-namespaces",
+                "--selector",
+                DEMO_SELECTOR,
+            ],
+        )?;
+        self.wait_for(
+            "jsonpath={.status.phase}=Granted",
+            ["datashares", "--selector", DEMO_SELECTOR],
+        )?;
         run_cmd(
             self.kubectl()
                 .args(["get", "dataserviceclaims", "--all-namespaces"]),
         )?;
         run_cmd(self.kubectl().args(["get", "datashares"]))
+    }
+
+    /// `kubectl wait --for=<condition>` (two minutes at most) on the demo objects that
+    /// `targets` name. Waits name the demo's own objects (a file, a label), never
+    /// `--all`: a test's leftovers in a reused cloud must not hold the demo up.
+    fn wait_for<T: AsRef<OsStr>>(
+        &self,
+        condition: &str,
+        targets: impl IntoIterator<Item = T>,
+    ) -> Result<()> {
+        run_cmd(
+            self.kubectl()
+                .args(["wait", &format!("--for={condition}"), "--timeout=120s"])
+                .args(targets),
+        )
     }
 
     /// kubectl of the local cloud, pointed at its admin kubeconfig.
